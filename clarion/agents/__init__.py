@@ -1,0 +1,15 @@
+"""One stage per module; `register_all` puts every stage's agents on a topology."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clarion.topology.topology import Topology
+
+
+def register_all(topo: Topology) -> None:
+    from clarion.agents import dedupe, deliver, outcomes, retry, templates, users
+
+    for stage in (users, templates, dedupe, deliver, retry, outcomes):
+        stage.register(topo)

@@ -1,0 +1,62 @@
+"""Route: turn an accepted request into delivery tasks, one per channel address."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarion.schemas.records import DeliveryTask, NotificationRequest, UserProfile
+from clarion.tables.templates import resolve
+from clarion.tables.users import addresses_for
+
+
+@dataclass
+class Plan:
+    tasks: list[DeliveryTask] = field(default_factory=list)
+    # (channel or None for the whole request, reason) for what cannot be delivered.
+    failures: list[tuple[str | None, str]] = field(default_factory=list)
+
+
+def plan(request: NotificationRequest, user: UserProfile | None, templates: Mapping[str, Any],
+         lane: str, now: float) -> Plan:
+    """Resolve template and addresses; each channel yields tasks or one failure."""
+    out = Plan()
+    if request.expires_at is not None and now >= request.expires_at:
+        out.failures.append((None, "expired"))
+        return out
+    template = resolve(templates, request.template_id, request.template_version)
+    if template is None:
+        version = request.template_version or "latest"
+        out.failures.append((None, f"unknown_template: {request.template_id}@{version}"))
+        return out
+    if user is None:
+        out.failures.append((None, f"unknown_user: {request.user_id}"))
+        return out
+    has_content = template.channels()
+    for channel in request.channels:
+        if channel not in has_content:
+            out.failures.append((channel, f"template_has_no_{channel}_content"))
+            continue
+        addresses = addresses_for(user, channel)
+        if not addresses:
+            out.failures.append((channel, f"no_address: user has no {channel} address"))
+            continue
+        for index, address in enumerate(addresses):
+            out.tasks.append(DeliveryTask(
+                delivery_id=f"{request.notification_id}.{channel}.{index}",
+                notification_id=request.notification_id,
+                client_id=request.client_id,
+                user_id=request.user_id,
+                channel=channel,
+                lane=lane,
+                address=address,
+                template_id=template.template_id,
+                template_version=template.version,
+                params=request.params,
+                locale=user.locale,
+                expires_at=request.expires_at,
+                trace_id=request.trace_id,
+                accepted_at=request.accepted_at,
+            ))
+    return out

@@ -1,0 +1,105 @@
+"""The one interface every provider client implements, and its HTTP plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from clarion.tables.templates import Rendered
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One rendered message for one address."""
+
+    delivery_id: str
+    notification_id: str
+    address: str
+    content: Rendered
+    trace_id: str = ""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    provider_message_id: str
+
+
+@dataclass(frozen=True)
+class TransientFailure:
+    """Worth retrying later (throttling, 5xx, timeouts, connection errors)."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class PermanentFailure:
+    """Retrying cannot help (bad address, unregistered token, rejected content)."""
+
+    reason: str
+
+
+SendResult = Delivered | TransientFailure | PermanentFailure
+
+
+class ProviderClient(Protocol):
+    channel: str
+
+    async def send(self, message: OutboundMessage) -> SendResult: ...
+    async def close(self) -> None: ...
+
+
+class HttpProvider:
+    """Shared session handling; subclasses build the request and read the answer."""
+
+    channel = ""
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, connector=aiohttp.TCPConnector(limit=256)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, str], Any] | TransientFailure:
+        """Perform one call; network trouble becomes a TransientFailure."""
+        try:
+            async with self.session.request(method, self.base_url + path, **kwargs) as resp:
+                try:
+                    body: Any = await resp.json(content_type=None)
+                except ValueError:
+                    body = {}
+                return resp.status, dict(resp.headers), body or {}
+        except asyncio.TimeoutError:
+            return TransientFailure("timeout")
+        except aiohttp.ClientError as exc:
+            return TransientFailure(f"connection: {type(exc).__name__}")
+
+
+def retry_after(headers: dict[str, str]) -> float | None:
+    """Seconds from a Retry-After header, when it holds a number."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def classify(status: int, reason: str, headers: dict[str, str]) -> TransientFailure | PermanentFailure:
+    """The common rule: 408, 429 and 5xx are transient, other errors are permanent."""
+    if status in (408, 429) or status >= 500:
+        return TransientFailure(f"{status} {reason}", retry_after(headers))
+    return PermanentFailure(f"{status} {reason}")

@@ -1,0 +1,198 @@
+"""A provider simulator: APNs-, FCM v1-, SES v2- and Twilio-shaped endpoints on one port.
+
+It answers with each provider's real status codes and error bodies, adds configurable
+latency, injects faults on demand, and records every accepted delivery so that tests
+can count exact effects. Control endpoints live under /_sim/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from aiohttp import web
+
+# What each provider answers for an injected fault: (http status, error body maker).
+TRANSIENT = {
+    "apns": (503, lambda: {"reason": "ServiceUnavailable"}),
+    "fcm": (503, lambda: {"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}),
+    "email": (503, lambda: {"__type": "ServiceUnavailable", "message": "Service Unavailable"}),
+    "sms": (503, lambda: {"code": 20503, "message": "Service Unavailable", "status": 503}),
+}
+PERMANENT = {
+    "apns": (410, lambda: {"reason": "Unregistered", "timestamp": int(time.time() * 1000)}),
+    "fcm": (404, lambda: {"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND",
+                                    "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}),
+    "email": (400, lambda: {"__type": "MessageRejected", "message": "Email address is not verified."}),
+    "sms": (400, lambda: {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
+}
+
+
+@dataclass
+class Fault:
+    channel: str
+    kind: str  # transient | permanent
+    address: str = "*"
+    times: int | None = None  # None: every matching request
+
+
+@dataclass
+class SimulatorState:
+    latency_ms: float = 0.0
+    failure_rate: float = 0.0
+    faults: list[Fault] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    seq: Any = field(default_factory=itertools.count)
+
+    def fault_for(self, channel: str, address: str) -> str | None:
+        for fault in self.faults:
+            if fault.channel == channel and fault.address in ("*", address) and fault.times != 0:
+                if fault.times is not None:
+                    fault.times -= 1
+                return fault.kind
+        if self.failure_rate and random.random() < self.failure_rate:
+            return "transient"
+        return None
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+class Simulator:
+    """The aiohttp application and its state."""
+
+    def __init__(self, latency_ms: float = 0.0, failure_rate: float = 0.0) -> None:
+        self.state = SimulatorState(latency_ms=latency_ms, failure_rate=failure_rate)
+        self.app = web.Application()
+        self.app.add_routes([
+            web.post("/3/device/{token}", self.apns),
+            web.post("/v1/projects/{project}/messages:send", self.fcm),
+            web.post("/v2/email/outbound-emails", self.ses),
+            web.post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio),
+            web.get("/_sim/deliveries", self.list_deliveries),
+            web.delete("/_sim/deliveries", self.reset),
+            web.post("/_sim/faults", self.add_fault),
+            web.post("/_sim/config", self.configure),
+        ])
+
+    async def _answer(self, channel: str, address: str, meta: dict[str, Any], ok: Any) -> web.Response:
+        if self.state.latency_ms:
+            await asyncio.sleep(self.state.latency_ms / 1000.0)
+        kind = self.state.fault_for(channel, address)
+        if kind is not None:
+            status, body = (TRANSIENT if kind == "transient" else PERMANENT)[channel]
+            self.state.rejected.append({"channel": channel, "address": address, "kind": kind, **meta})
+            return _json(status, body())
+        receipt = {"seq": next(self.state.seq), "channel": channel, "address": address, "at": time.time(), **meta}
+        self.state.deliveries.append(receipt)
+        return ok(receipt)
+
+    async def apns(self, request: web.Request) -> web.Response:
+        if not request.headers.get("authorization", "").startswith("bearer "):
+            return _json(403, {"reason": "MissingProviderToken"})
+        if not request.headers.get("apns-topic"):
+            return _json(400, {"reason": "MissingTopic"})
+        try:
+            payload = await request.json(loads=orjson.loads)
+            alert = payload["aps"]["alert"]
+        except (ValueError, KeyError, TypeError):
+            return _json(400, {"reason": "PayloadEmpty"})
+        token = request.match_info["token"]
+        if not all(ch in "0123456789abcdefABCDEF" for ch in token):
+            return _json(400, {"reason": "BadDeviceToken"})
+        meta = {**payload.get("clarion", {}), "title": alert.get("title"), "body": alert.get("body")}
+        apns_id = str(uuid.uuid4()).upper()
+        return await self._answer("apns", token, meta, lambda r: web.Response(status=200, headers={"apns-id": apns_id}))
+
+    async def fcm(self, request: web.Request) -> web.Response:
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            return _json(401, {"error": {"code": 401, "message": "Request is missing required authentication credential.", "status": "UNAUTHENTICATED"}})
+        try:
+            message = (await request.json(loads=orjson.loads))["message"]
+            token = message["token"]
+        except (ValueError, KeyError, TypeError):
+            return _json(400, {"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}})
+        data = message.get("data", {})
+        notification = message.get("notification", {})
+        meta = {"nid": data.get("clarion_nid"), "did": data.get("clarion_did"),
+                "title": notification.get("title"), "body": notification.get("body")}
+        project = request.match_info["project"]
+        return await self._answer("fcm", token, meta, lambda r: _json(200, {"name": f"projects/{project}/messages/{r['seq']}"}))
+
+    async def ses(self, request: web.Request) -> web.Response:
+        if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):
+            return _json(403, {"__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"})
+        try:
+            body = await request.json(loads=orjson.loads)
+            to = body["Destination"]["ToAddresses"]
+            simple = body["Content"]["Simple"]
+            body["FromEmailAddress"]
+        except (ValueError, KeyError, TypeError):
+            return _json(400, {"__type": "BadRequestException", "message": "Missing required field"})
+        if len(to) != 1:
+            return _json(400, {"__type": "BadRequestException", "message": "clarion sends one recipient per call"})
+        tags = {t.get("Name"): t.get("Value") for t in body.get("EmailTags", [])}
+        meta = {"nid": tags.get("clarion_nid"), "did": tags.get("clarion_did"),
+                "subject": simple.get("Subject", {}).get("Data"),
+                "text": simple.get("Body", {}).get("Text", {}).get("Data"),
+                "html": simple.get("Body", {}).get("Html", {}).get("Data")}
+        return await self._answer("email", to[0], meta, lambda r: _json(200, {"MessageId": f"0100{r['seq']:012d}-sim"}))
+
+    async def twilio(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization", "")[:6] != "Basic ":
+            return _json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+        form = await request.post()
+        missing = [f for f in ("To", "From", "Body") if not form.get(f)]
+        if missing:
+            return _json(400, {"code": 21604 if "To" in missing else 21602, "message": f"A '{missing[0]}' parameter is required.", "status": 400})
+        query = parse_qs(urlsplit(str(form.get("StatusCallback", ""))).query)
+        meta = {"nid": query.get("nid", [None])[0], "did": query.get("did", [None])[0], "body": form["Body"]}
+        sid = request.match_info["sid"]
+        return await self._answer(
+            "sms", str(form["To"]), meta,
+            lambda r: _json(201, {"sid": f"SM{r['seq']:032x}", "status": "queued", "account_sid": sid, "to": form["To"]}),
+        )
+
+    async def list_deliveries(self, request: web.Request) -> web.Response:
+        rows = self.state.deliveries
+        for key in ("channel", "address", "nid", "did"):
+            if key in request.query:
+                rows = [r for r in rows if r.get(key) == request.query[key]]
+        return _json(200, {"deliveries": rows, "rejected": self.state.rejected})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.deliveries.clear()
+        self.state.rejected.clear()
+        self.state.faults.clear()
+        return _json(200, {"ok": True})
+
+    async def add_fault(self, request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        if body.get("channel") not in TRANSIENT or body.get("kind") not in ("transient", "permanent"):
+            return _json(400, {"error": "channel must be apns|fcm|email|sms and kind transient|permanent"})
+        self.state.faults.append(Fault(body["channel"], body["kind"], body.get("address", "*"), body.get("times")))
+        return _json(200, {"faults": len(self.state.faults)})
+
+    async def configure(self, request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        self.state.latency_ms = float(body.get("latency_ms", self.state.latency_ms))
+        self.state.failure_rate = float(body.get("failure_rate", self.state.failure_rate))
+        return _json(200, {"latency_ms": self.state.latency_ms, "failure_rate": self.state.failure_rate})
+
+
+async def start_simulator(host: str, port: int, latency_ms: float = 0.0) -> tuple[Simulator, web.AppRunner]:
+    """Start a simulator on host:port; the caller cleans up the returned runner."""
+    sim = Simulator(latency_ms=latency_ms)
+    runner = web.AppRunner(sim.app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return sim, runner

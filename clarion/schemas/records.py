@@ -1,0 +1,124 @@
+"""faust Records: the value schema of every topic in the catalog."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import faust
+
+CHANNELS = ("email", "apns", "fcm", "sms")
+PUSH_CHANNELS = ("apns", "fcm")
+
+
+class _Record(faust.Record, serializer="orjson", include_metadata=False):
+    """Base for clarion records: orjson on the wire, no faust type metadata."""
+
+
+class NotificationRequest(_Record):
+    """A critical notification accepted by the API (topic: critical requests, key user_id)."""
+
+    notification_id: str
+    client_id: str
+    idempotency_key: str
+    user_id: str
+    channels: list[str]
+    template_id: str
+    template_version: Optional[int] = None
+    params: dict[str, Any] = {}
+    expires_at: Optional[float] = None
+    trace_id: str = ""
+    accepted_at: float = 0.0
+
+
+class DeliveryTask(_Record):
+    """One message to one address on one channel (topics: per-channel lanes, retries)."""
+
+    delivery_id: str
+    notification_id: str
+    client_id: str
+    user_id: str
+    channel: str
+    lane: str
+    address: str
+    template_id: str
+    template_version: int
+    params: dict[str, Any] = {}
+    locale: str = "en"
+    attempt: int = 1
+    not_before: float = 0.0
+    expires_at: Optional[float] = None
+    trace_id: str = ""
+    accepted_at: float = 0.0
+
+
+class Outcome(_Record):
+    """What happened to a notification or one of its deliveries (topic: outcomes)."""
+
+    notification_id: str
+    status: str  # accepted | duplicate | sent | retrying | failed | dead_lettered
+    client_id: str = ""
+    user_id: str = ""
+    channel: Optional[str] = None
+    delivery_id: Optional[str] = None
+    attempt: int = 0
+    reason: Optional[str] = None
+    planned: int = 0  # on `accepted`: how many deliveries were queued
+    duplicate_of: Optional[str] = None
+    provider_message_id: Optional[str] = None
+    trace_id: str = ""
+    ts: float = 0.0
+
+
+class DeadLetter(_Record):
+    """A message clarion gave up on, with why (topic: dlq)."""
+
+    source_topic: str
+    reason: str
+    payload: str
+    key: Optional[str] = None
+    notification_id: Optional[str] = None
+    delivery_id: Optional[str] = None
+    attempt: int = 0
+    trace_id: str = ""
+    ts: float = 0.0
+
+
+class UserProfile(_Record):
+    """A user's addresses and preferences (topic: users, compacted, key user_id)."""
+
+    user_id: str
+    email: Optional[str] = None
+    phone: Optional[str] = None
+    apns_tokens: list[str] = []
+    fcm_tokens: list[str] = []
+    locale: str = "en"
+    timezone: str = "UTC"
+    attributes: dict[str, Any] = {}
+
+
+class TemplateVersion(_Record):
+    """One version of a template (topic: templates, compacted, key template_id@version)."""
+
+    template_id: str
+    version: int
+    email_subject: Optional[str] = None
+    email_text: Optional[str] = None
+    email_html: Optional[str] = None
+    push_title: Optional[str] = None
+    push_body: Optional[str] = None
+    sms_body: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.template_id}@{self.version}"
+
+    def channels(self) -> list[str]:
+        """Channels this version has content for."""
+        out = []
+        if self.email_subject and (self.email_text or self.email_html):
+            out.append("email")
+        if self.push_body or self.push_title:
+            out.extend(PUSH_CHANNELS)
+        if self.sms_body:
+            out.append("sms")
+        return out

@@ -1,0 +1,1 @@
+"""State clarion keeps in faust tables, and the pure logic around each table."""

@@ -1,0 +1,40 @@
+"""Create the catalog's topics on the broker (faust creates only its internal ones)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from clarion.logs import event
+from clarion.topology.catalog import TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1) -> list[str]:
+    """Create missing topics with their partitions and cleanup policy; returns those created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=spec.topic,
+                num_partitions=spec.partitions,
+                replication_factor=replication,
+                topic_configs={"cleanup.policy": "compact" if spec.compacted else "delete"},
+            )
+            for spec in specs
+            if spec.topic not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+            event(log, "topics created", topics=[t.name for t in missing])
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

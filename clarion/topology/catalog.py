@@ -1,0 +1,75 @@
+"""The topic catalog: every topic clarion uses, in one readable place.
+
+Keys are chosen so that everything one agent reads is local to it:
+- critical requests, the users topic and the per-channel lanes are keyed by user_id with
+  the same partition count, so the idempotency and users tables (changelogs of the same
+  count) sit on the worker that consumes a user's requests: dedupe + route is one local step;
+- outcomes are keyed by notification_id, the key of the status table they fold into;
+- templates is a single partition: small, totally ordered, and read whole by every worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import faust
+
+from clarion.schemas.records import (
+    CHANNELS,
+    DeadLetter,
+    DeliveryTask,
+    NotificationRequest,
+    Outcome,
+    TemplateVersion,
+    UserProfile,
+)
+from clarion.topology.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # logical name, used in code and replay files
+    topic: str  # the Kafka topic name
+    partitions: int
+    key: str
+    value: type[faust.Record]
+    compacted: bool
+    purpose: str
+
+
+def lane_topic(lane: str, channel: str) -> str:
+    """Logical name of a delivery lane, e.g. critical.email."""
+    return f"{lane}.{channel}"
+
+
+def retry_topic(attempt: int) -> str:
+    """Logical name of the retry tier holding tasks that failed attempt `attempt`."""
+    return f"retry.{attempt}"
+
+
+def catalog(s: Settings) -> dict[str, TopicSpec]:
+    """Every topic with its partitions, key, value schema, cleanup policy and purpose."""
+    specs = [
+        TopicSpec("users", "", s.critical_partitions, "user_id", UserProfile, True,
+                  "User profiles (addresses, locale); folded into the users table."),
+        TopicSpec("templates", "", 1, "template_id@version", TemplateVersion, True,
+                  "Template versions; read into a global table every worker holds."),
+        TopicSpec("critical.requests", "", s.critical_partitions, "user_id", NotificationRequest, False,
+                  "Critical notifications accepted by POST /notif; deduped and routed."),
+        *(
+            TopicSpec(lane_topic("critical", ch), "", s.critical_partitions, "user_id", DeliveryTask, False,
+                      f"Critical {ch} deliveries waiting for the {ch} provider.")
+            for ch in CHANNELS
+        ),
+        *(
+            TopicSpec(retry_topic(n), "", s.critical_partitions, "user_id", DeliveryTask, False,
+                      f"Deliveries whose attempt {n} failed transiently, held for "
+                      f"{s.retry_delay(n):g}s before attempt {n + 1}.")
+            for n in range(1, s.max_attempts)
+        ),
+        TopicSpec("outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,
+                  "Every accepted/duplicate/sent/retrying/failed/dead_lettered result."),
+        TopicSpec("dlq", "", 4, "original key", DeadLetter, False,
+                  "Messages clarion gave up on: poison input, exhausted retries; with the reason."),
+    ]
+    return {spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}") for spec in specs}

@@ -1,0 +1,91 @@
+"""Settings read from CLARION_* environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob clarion reads; `Settings.from_env()` is the only constructor used in code."""
+
+    app_id: str = "clarion"
+    topic_prefix: str = "clarion"
+    kafka: str = ""  # empty: `clarion dev` starts the embedded Tansu broker
+    redis: str = ""  # empty: no Redis; the delivery ledger is process-local
+    critical_partitions: int = 24
+    promo_partitions: int = 8
+    outcome_partitions: int = 24
+    data_dir: str = "./var/data"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066  # the worker's faust web (status pages)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    status_url: str = ""  # where the API finds a worker's status pages; default: this worker
+    max_request_bytes: int = 64 * 1024
+    dedupe_window_s: float = 24 * 3600.0
+    dedupe_prune_interval_s: float = 600.0
+    retry_base_delay_s: float = 5.0
+    retry_max_delay_s: float = 300.0
+    max_attempts: int = 4
+    deliver_concurrency: int = 32
+    provider_timeout_s: float = 10.0
+    session_timeout_s: float = 60.0
+    heartbeat_interval_s: float = 3.0
+    apns_url: str = "https://api.push.apple.com"
+    apns_topic: str = "com.example.app"
+    apns_bearer: str = ""
+    fcm_url: str = "https://fcm.googleapis.com"
+    fcm_project: str = "clarion-dev"
+    fcm_bearer: str = ""
+    ses_url: str = "https://email.us-east-1.amazonaws.com"
+    ses_region: str = "us-east-1"
+    ses_access_key: str = ""
+    ses_secret_key: str = ""
+    ses_from: str = "notifications@example.com"
+    twilio_url: str = "https://api.twilio.com"
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: str = ""
+    twilio_from: str = "+15550000000"
+    twilio_status_callback: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Build settings from CLARION_<FIELD> variables; keyword overrides win."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            name = "CLARION_" + f.name.upper()
+            if name not in os.environ:
+                continue
+            raw = os.environ[name]
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def broker_url(self) -> str:
+        """faust broker URL; `kafka` accepts `host:port[,host:port]` or `kafka://...`."""
+        if not self.kafka:
+            raise RuntimeError("CLARION_KAFKA is not set; run `clarion dev` for the embedded broker")
+        return self.kafka if "://" in self.kafka else "kafka://" + self.kafka
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Bootstrap list for plain aiokafka clients."""
+        return self.broker_url.split("://", 1)[1].replace(";", ",")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Backoff before attempt `attempt + 1`: base * 2**(attempt-1), capped."""
+        return min(self.retry_base_delay_s * 2 ** (attempt - 1), self.retry_max_delay_s)
+

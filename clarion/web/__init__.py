@@ -1,0 +1,1 @@
+"""HTTP: the stateless public API (`api`) and the worker's table views (`status`)."""

@@ -1,0 +1,46 @@
+"""Worker pages: notification status from the status table, routed to the key's owner.
+
+faust's generic /table/ views stay off (web_tables_enabled=False): the users table holds
+personal data. Only these pages expose table contents.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from faust.web import Request, Response, View
+
+from clarion.tables.status import attempts
+
+if TYPE_CHECKING:
+    from clarion.topology.topology import Topology
+
+
+def public_status(doc: dict[str, Any]) -> dict[str, Any]:
+    """The status document as the API shows it."""
+    return {
+        "notification_id": doc["notification_id"],
+        "status": doc["status"],
+        "attempts": attempts(doc),
+        "duplicate_of": doc.get("duplicate_of"),
+        "deliveries": doc["deliveries"],
+        "failures": doc["failures"],
+        "created_at": doc.get("created_at"),
+        "updated_at": doc.get("updated_at"),
+    }
+
+
+def register_status_pages(topo: Topology) -> None:
+    app = topo.app
+
+    @app.page("/status/{notification_id}/", name="clarion.status")
+    @app.table_route(table=topo.status, match_info="notification_id")
+    async def status(web: View, request: Request, notification_id: str) -> Response:
+        doc = topo.status.get(notification_id)
+        if doc is None:
+            return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
+        return web.json(public_status(doc))
+
+    @app.page("/healthz", name="clarion.healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        return web.json({"ok": True, "app": app.conf.id})
