@@ -41,6 +41,13 @@ def register_status_pages(topo: Topology) -> None:
             return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
         return web.json(public_status(doc))
 
+    @app.page("/ready", name="clarion.ready")
+    async def ready(web: View, request: Request) -> Response:
+        """200 once the worker holds partitions and is not rebalancing or recovering."""
+        actives = app.assignor.assigned_actives()
+        ok = bool(actives) and not app.rebalancing and app.tables.recovery.completed.is_set()
+        return web.json({"ready": ok, "partitions": len(actives)}, status=200 if ok else 503)
+
     @app.page("/healthz", name="clarion.healthz")
     async def healthz(web: View, request: Request) -> Response:
         return web.json({"ok": True, "app": app.conf.id})

@@ -1,0 +1,55 @@
+"""The `clarion` command: dev, worker, api, simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import os
+import sys
+
+from clarion.logs import LOGGING_CONFIG
+from clarion.topology.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="clarion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="embedded broker + Redis + simulator + API + worker, with a demo")
+    dev.add_argument("--no-demo", action="store_true")
+    dev.add_argument("--exit", action="store_true", help="stop after the demo")
+    sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
+    sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
+    sim = sub.add_parser("simulator", help="the provider simulator")
+    sim.add_argument("--port", type=int, default=9900)
+    sim.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "worker":
+        os.execvp(sys.executable, [sys.executable, "-m", "faust", "-A", "clarion.app", "worker", "-l", "info"])
+    if args.command == "dev":
+        asyncio.run(_dev(args))
+    elif args.command == "api":
+        from aiohttp import web
+
+        from clarion.web.api import create_api
+
+        logging.config.dictConfig(LOGGING_CONFIG)
+        settings = Settings.from_env()
+        web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port, access_log=None)
+    elif args.command == "simulator":
+        from aiohttp import web
+
+        from clarion.providers.simulator import Simulator
+
+        web.run_app(Simulator(latency_ms=args.latency_ms).app, host="127.0.0.1", port=args.port)
+
+
+async def _dev(args: argparse.Namespace) -> None:
+    from clarion.dev import run_dev
+
+    await run_dev(demo=not args.no_demo, linger=not args.exit)
+
+
+if __name__ == "__main__":
+    main()

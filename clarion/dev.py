@@ -1,0 +1,90 @@
+"""`clarion dev`: the whole stack on loopback, a demo, and then the API until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from clarion.demo import run_demo
+from clarion.providers.simulator import start_simulator
+from clarion.topology.admin import ensure_topics
+from clarion.topology.catalog import catalog
+from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from clarion.topology.settings import Settings
+from clarion.topology.worker import WorkerProcess
+from clarion.web.api import create_api
+
+
+def dev_settings(base: Settings, kafka: str, redis: str, sim_url: str, run_dir: Path) -> Settings:
+    """Small partition counts and fast group joins for one machine (documented in the README)."""
+    return replace(
+        base,
+        kafka=kafka,
+        redis=redis,
+        critical_partitions=min(base.critical_partitions, 4),
+        outcome_partitions=min(base.outcome_partitions, 4),
+        session_timeout_s=6.0,
+        heartbeat_interval_s=1.0,
+        retry_base_delay_s=1.0,
+        data_dir=str(run_dir / "data"),
+        web_port=free_port() if base.web_port == Settings.web_port else base.web_port,
+        apns_url=sim_url, fcm_url=sim_url, ses_url=sim_url, twilio_url=sim_url,
+        apns_bearer=base.apns_bearer or "dev-apns-jwt", fcm_bearer=base.fcm_bearer or "dev-fcm-token",
+        ses_access_key=base.ses_access_key or "AKIDDEV", ses_secret_key=base.ses_secret_key or "dev",
+        twilio_auth_token=base.twilio_auth_token or "dev",
+        twilio_status_callback=base.twilio_status_callback or f"http://{base.api_host}:{base.api_port}/callbacks/twilio",
+    )
+
+
+async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool = True) -> None:
+    base = base or Settings.from_env()
+    started = time.monotonic()
+    run_dir = Path(tempfile.mkdtemp(prefix="clarion-dev-"))
+    with contextlib.ExitStack() as stack:
+        broker = redis = None
+        if not base.kafka:
+            broker = stack.enter_context(EmbeddedBroker())
+            print(f"embedded Tansu broker on {broker.bootstrap}")
+        if not base.redis:
+            redis = stack.enter_context(EmbeddedRedis())
+            print(f"embedded Redis on {redis.url}")
+        sim_port = free_port()
+        sim, sim_runner = await start_simulator("127.0.0.1", sim_port, latency_ms=5)
+        settings = dev_settings(base, base.kafka or broker.bootstrap, base.redis or redis.url,
+                                f"http://127.0.0.1:{sim_port}", run_dir)
+        print(f"provider simulator on http://127.0.0.1:{sim_port}")
+        await ensure_topics(settings.bootstrap_servers, list(catalog(settings).values()))
+        worker = WorkerProcess(settings, run_dir / "worker.log").start()
+        stack.callback(worker.stop)
+        api_runner = web.AppRunner(create_api(settings), access_log=None)
+        await api_runner.setup()
+        await web.TCPSite(api_runner, settings.api_host, settings.api_port).start()
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        print(f"API on {api_url} (worker web {worker.url}, logs {worker.log_path})")
+        waited = await worker.wait_ready()
+        print(f"worker ready after {waited:.1f}s")
+        try:
+            if demo:
+                await run_demo(api_url, sim)
+                print(f"demo done {time.monotonic() - started:.1f}s after start")
+            if linger:
+                print(f"serving: try  curl -s {api_url}/notif/<id>   (Ctrl-C stops everything)")
+                await _until_signal()
+        finally:
+            await api_runner.cleanup()
+            await sim_runner.cleanup()
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
