@@ -1,0 +1,52 @@
+"""Shared fixtures: one real Tansu broker and one real Redis per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from clarion.providers.simulator import Simulator, start_simulator
+from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from clarion.topology.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as r:
+        yield r
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[tuple[Simulator, str]]:
+    port = free_port()
+    sim, runner = await start_simulator("127.0.0.1", port)
+    yield sim, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def test_settings(broker: EmbeddedBroker, redis_url: str, sim_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for one isolated test: its own app id, topic prefix, ports and data dir."""
+    name = "t" + uuid.uuid4().hex[:10]
+    base = Settings(
+        app_id=name, topic_prefix=name, kafka=broker.bootstrap, redis=redis_url,
+        critical_partitions=2, outcome_partitions=2, session_timeout_s=6.0, heartbeat_interval_s=1.0,
+        retry_base_delay_s=0.2, retry_max_delay_s=1.0, max_attempts=3, deliver_concurrency=4,
+        data_dir=str(tmp_path / "data"), web_port=free_port(), api_port=free_port(),
+        apns_url=sim_url, fcm_url=sim_url, ses_url=sim_url, twilio_url=sim_url,
+        apns_bearer="test-jwt", fcm_bearer="test-token", ses_access_key="AKIDTEST", ses_secret_key="secret",
+        twilio_auth_token="token", twilio_status_callback="http://127.0.0.1:9/callbacks/twilio",
+    )
+    return replace(base, **overrides)
+
+
+test_settings.__test__ = False  # a helper, not a test

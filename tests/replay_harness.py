@@ -1,0 +1,152 @@
+"""Replay a scenario file through the real topology on the embedded broker.
+
+A scenario is JSON lines, applied in order:
+  {"input": "<catalog topic>", "key": "...", "value": {...}}   produce a record
+  {"input": "<catalog topic>", "key": "...", "raw": "..."}     produce raw bytes (poison)
+  {"fault": {"channel": ..., "kind": ..., "address": ..., "times": n}}   simulator fault
+  {"barrier": {"users": n, "templates": n}}   wait until the worker folded that many keys
+  {"expect": "outcomes" | "dlq", "value": {...}}   an expected output record
+  {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
+Outputs are compared exactly, as multisets, after dropping timestamps and trace ids;
+expected records may omit fields that hold their schema default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from clarion.schemas.records import DeadLetter, Outcome
+from clarion.topology.admin import ensure_topics
+from clarion.topology.catalog import catalog
+from clarion.topology.settings import Settings
+
+IGNORED = {"ts", "trace_id", "provider_message_id", "not_before", "accepted_at"}
+MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
+
+
+@dataclass
+class Scenario:
+    steps: list[dict[str, Any]]
+    expected: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"outcomes": [], "dlq": []})
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> Scenario:
+        lines = [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        scenario = cls(steps=[line for line in lines if "expect" not in line and "receipt" not in line])
+        for line in lines:
+            if "expect" in line:
+                scenario.expected[line["expect"]].append(normalize(line["expect"], line["value"]))
+            elif "receipt" in line:
+                scenario.receipts.append(line["receipt"])
+        return scenario
+
+
+def normalize(topic: str, value: dict[str, Any]) -> dict[str, Any]:
+    """Full record with defaults filled, minus ignored fields; JSON payloads parsed."""
+    record = MODELS[topic](**value).asdict()
+    if topic == "dlq":
+        try:
+            payload = orjson.loads(record["payload"])
+            if isinstance(payload, dict):
+                record["payload"] = {k: v for k, v in payload.items() if k not in IGNORED}
+        except orjson.JSONDecodeError:
+            pass
+    return {k: v for k, v in record.items() if k not in IGNORED}
+
+
+def canonical(records: list[dict[str, Any]]) -> list[str]:
+    return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in records)
+
+
+async def changelog_keys(bootstrap: str, topic: str) -> int:
+    """Distinct keys on a changelog topic right now (0 while it does not exist)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return 0
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        keys = set()
+        while True:
+            positions = [await consumer.position(tp) for tp in parts]
+            if all(pos >= end[tp] for pos, tp in zip(positions, parts, strict=True)):
+                return len(keys)
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                keys.update(r.key for r in records)
+    finally:
+        await consumer.stop()
+
+
+class Replayer:
+    def __init__(self, settings: Settings, sim: Any) -> None:
+        self.settings = settings
+        self.sim = sim
+        self.specs = catalog(settings)
+        self.bootstrap = settings.bootstrap_servers
+
+    async def prepare(self) -> None:
+        await ensure_topics(self.bootstrap, list(self.specs.values()))
+
+    async def feed(self, scenario: Scenario) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for step in scenario.steps:
+                if "input" in step:
+                    value = step["raw"].encode() if "raw" in step else orjson.dumps(step["value"])
+                    await producer.send_and_wait(self.specs[step["input"]].topic, value=value,
+                                                 key=step["key"].encode())
+                elif "fault" in step:
+                    from clarion.providers.simulator import Fault
+
+                    self.sim.state.faults.append(Fault(**step["fault"]))
+                elif "barrier" in step:
+                    await self.barrier(step["barrier"])
+        finally:
+            await producer.stop()
+
+    async def barrier(self, counts: dict[str, int], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for table, want in counts.items():
+            topic = f"{self.settings.app_id}-{table}-changelog"
+            while (have := await changelog_keys(self.bootstrap, topic)) < want:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{table} table holds {have} keys, waiting for {want}")
+                await asyncio.sleep(0.2)
+
+    def _strip_prefix(self, record: dict[str, Any]) -> dict[str, Any]:
+        if "source_topic" in record:
+            record["source_topic"] = record["source_topic"].removeprefix(self.settings.topic_prefix + ".")
+        return record
+
+    async def collect(self, scenario: Scenario, timeout_s: float = 60.0, settle_s: float = 1.5) -> dict[str, list[dict[str, Any]]]:
+        """Read outcomes and DLQ until the expected counts arrive, then a little longer."""
+        topics = {self.specs[name].topic: name for name in MODELS}
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        got: dict[str, list[dict[str, Any]]] = {name: [] for name in MODELS}
+        try:
+            deadline = time.monotonic() + timeout_s
+            settle_until = None
+            while time.monotonic() < (settle_until or deadline):
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    name = topics[tp.topic]
+                    got[name].extend(self._strip_prefix(normalize(name, orjson.loads(r.value))) for r in records)
+                enough = all(len(got[n]) >= len(scenario.expected[n]) for n in MODELS)
+                if enough and settle_until is None:
+                    settle_until = time.monotonic() + settle_s
+            return got
+        finally:
+            await consumer.stop()

@@ -1,0 +1,34 @@
+"""Topology replay: each tests/replay/*.jsonl scenario through a real worker and broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clarion.topology.worker import WorkerProcess
+from tests.conftest import test_settings
+from tests.replay_harness import Replayer, Scenario, canonical
+
+SCENARIOS = sorted((Path(__file__).parent / "replay").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+async def test_replay(path: Path, broker, redis_server, simulator, tmp_path: Path) -> None:
+    sim, sim_url = simulator
+    settings = test_settings(broker, redis_server.url, sim_url, tmp_path)
+    scenario = Scenario.load(path)
+    replayer = Replayer(settings, sim)
+    await replayer.prepare()
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        await worker.wait_ready()
+        await replayer.feed(scenario)
+        got = await replayer.collect(scenario)
+    finally:
+        worker.stop()
+    log_tail = "\n".join((tmp_path / "worker.log").read_text().splitlines()[-30:])
+    assert canonical(got["outcomes"]) == canonical(scenario.expected["outcomes"]), log_tail
+    assert canonical(got["dlq"]) == canonical(scenario.expected["dlq"]), log_tail
+    receipts = [{k: d.get(k) for k in ("channel", "address", "nid", "did")} for d in sim.state.deliveries]
+    assert canonical(receipts) == canonical(scenario.receipts)
