@@ -11,16 +11,23 @@ import aiohttp
 from clarion.providers.simulator import Simulator
 
 ALICE = {
-    "user_id": "alice", "email": "alice@example.com", "phone": "+14155550100",
-    "apns_tokens": ["a1" * 32], "fcm_tokens": ["fcm-token-alice-0123456789"], "locale": "en",
+    "user_id": "alice",
+    "email": "alice@example.com",
+    "phone": "+14155550100",
+    "apns_tokens": ["a1" * 32],
+    "fcm_tokens": ["fcm-token-alice-0123456789"],
+    "locale": "en",
     "timezone": "Europe/Paris",
 }
 BOB = {"user_id": "bob", "locale": "en"}
 WELCOME = {
-    "template_id": "welcome", "version": 1,
-    "email_subject": "Welcome, {{ name }}", "email_text": "Hi {{ name }}, your code is {{ code }}.",
+    "template_id": "welcome",
+    "version": 1,
+    "email_subject": "Welcome, {{ name }}",
+    "email_text": "Hi {{ name }}, your code is {{ code }}.",
     "email_html": "<p>Hi <b>{{ name }}</b>, your code is {{ code }}.</p>",
-    "push_title": "Welcome {{ name }}", "push_body": "Your code is {{ code }}",
+    "push_title": "Welcome {{ name }}",
+    "push_body": "Your code is {{ code }}",
     "sms_body": "{{ name }}, your code is {{ code }}",
 }
 PARAMS = {"name": "Alice", "code": "481516"}
@@ -48,8 +55,9 @@ async def run_demo(api_url: str, sim: Simulator, timeout_s: float = 60.0) -> lis
         rows = []
         for label, case in CASES:
             sent_at = time.time()
-            body = await _post(http, f"{api_url}/notif", {"client_id": "demo", "template_id": "welcome",
-                                                           "params": PARAMS, **case})
+            body = await _post(
+                http, f"{api_url}/notif", {"client_id": "demo", "template_id": "welcome", "params": PARAMS, **case}
+            )
             rows.append({"case": label, "id": body["notification_id"], "posted": sent_at})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -62,9 +70,7 @@ async def run_demo(api_url: str, sim: Simulator, timeout_s: float = 60.0) -> lis
     for row in rows:
         receipts = [d for d in sim.state.deliveries if d.get("nid") == row["id"]]
         row["receipts"] = len(receipts)
-        row["latency_ms"] = (
-            round((min(r["at"] for r in receipts) - row["posted"]) * 1000) if receipts else None
-        )
+        row["latency_ms"] = round((min(r["at"] for r in receipts) - row["posted"]) * 1000) if receipts else None
     print_table(rows)
     return rows
 
@@ -82,10 +88,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("\n" + header + "\n" + "-" * len(header))
     for row in rows:
         doc = row.get("doc", {})
-        detail = doc.get("duplicate_of") and f"duplicate of {doc['duplicate_of']}" or "; ".join(
+        detail = (doc.get("duplicate_of") and f"duplicate of {doc['duplicate_of']}") or "; ".join(
             f"{k}: {v}" for k, v in (doc.get("failures") or {}).items()
         )
         latency = f"{row['latency_ms']} ms" if row.get("latency_ms") is not None else "-"
-        print(f"{row['case']:36} {row['id']:36} {doc.get('status', '?'):14} {doc.get('attempts', 0):>8} "
-              f"{row['receipts']:>8} {latency:>13}  {detail}")
+        print(
+            f"{row['case']:36} {row['id']:36} {doc.get('status', '?'):14} {doc.get('attempts', 0):>8} "
+            f"{row['receipts']:>8} {latency:>13}  {detail}"
+        )
     print()

@@ -35,11 +35,17 @@ def dev_settings(base: Settings, kafka: str, redis: str, sim_url: str, run_dir: 
         retry_base_delay_s=1.0,
         data_dir=str(run_dir / "data"),
         web_port=free_port() if base.web_port == Settings.web_port else base.web_port,
-        apns_url=sim_url, fcm_url=sim_url, ses_url=sim_url, twilio_url=sim_url,
-        apns_bearer=base.apns_bearer or "dev-apns-jwt", fcm_bearer=base.fcm_bearer or "dev-fcm-token",
-        ses_access_key=base.ses_access_key or "AKIDDEV", ses_secret_key=base.ses_secret_key or "dev",
+        apns_url=sim_url,
+        fcm_url=sim_url,
+        ses_url=sim_url,
+        twilio_url=sim_url,
+        apns_bearer=base.apns_bearer or "dev-apns-jwt",
+        fcm_bearer=base.fcm_bearer or "dev-fcm-token",
+        ses_access_key=base.ses_access_key or "AKIDDEV",
+        ses_secret_key=base.ses_secret_key or "dev",
         twilio_auth_token=base.twilio_auth_token or "dev",
-        twilio_status_callback=base.twilio_status_callback or f"http://{base.api_host}:{base.api_port}/callbacks/twilio",
+        twilio_status_callback=base.twilio_status_callback
+        or f"http://{base.api_host}:{base.api_port}/callbacks/twilio",
     )
 
 
@@ -57,8 +63,9 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
             print(f"embedded Redis on {redis.url}")
         sim_port = free_port()
         sim, sim_runner = await start_simulator("127.0.0.1", sim_port, latency_ms=5)
-        settings = dev_settings(base, base.kafka or broker.bootstrap, base.redis or redis.url,
-                                f"http://127.0.0.1:{sim_port}", run_dir)
+        settings = dev_settings(
+            base, base.kafka or broker.bootstrap, base.redis or redis.url, f"http://127.0.0.1:{sim_port}", run_dir
+        )
         print(f"provider simulator on http://127.0.0.1:{sim_port}")
         await ensure_topics(settings.bootstrap_servers, list(catalog(settings).values()))
         worker = WorkerProcess(settings, run_dir / "worker.log").start()

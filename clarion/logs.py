@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 
 CONTEXT_FIELDS = ("trace_id", "client_id", "user_id", "notification_id")
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("clarion_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("clarion_log_context", default=None)
 
 
 @contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Bind ids (trace_id, client_id, user_id, notification_id...) to log lines in this block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
     try:
         yield
     finally:
@@ -34,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            **_context.get(),
+            **(_context.get() or {}),
         }
         extra = getattr(record, "fields", None)
         if extra:

@@ -34,17 +34,37 @@ async def simulator() -> AsyncIterator[tuple[Simulator, str]]:
     await runner.cleanup()
 
 
-def test_settings(broker: EmbeddedBroker, redis_url: str, sim_url: str, tmp_path: Path, **overrides: object) -> Settings:
+def test_settings(
+    broker: EmbeddedBroker, redis_url: str, sim_url: str, tmp_path: Path, **overrides: object
+) -> Settings:
     """Settings for one isolated test: its own app id, topic prefix, ports and data dir."""
     name = "t" + uuid.uuid4().hex[:10]
     base = Settings(
-        app_id=name, topic_prefix=name, kafka=broker.bootstrap, redis=redis_url,
-        critical_partitions=2, outcome_partitions=2, session_timeout_s=6.0, heartbeat_interval_s=1.0,
-        retry_base_delay_s=0.2, retry_max_delay_s=1.0, max_attempts=3, deliver_concurrency=4,
-        data_dir=str(tmp_path / "data"), web_port=free_port(), api_port=free_port(),
-        apns_url=sim_url, fcm_url=sim_url, ses_url=sim_url, twilio_url=sim_url,
-        apns_bearer="test-jwt", fcm_bearer="test-token", ses_access_key="AKIDTEST", ses_secret_key="secret",
-        twilio_auth_token="token", twilio_status_callback="http://127.0.0.1:9/callbacks/twilio",
+        app_id=name,
+        topic_prefix=name,
+        kafka=broker.bootstrap,
+        redis=redis_url,
+        critical_partitions=2,
+        outcome_partitions=2,
+        session_timeout_s=6.0,
+        heartbeat_interval_s=1.0,
+        retry_base_delay_s=0.2,
+        retry_max_delay_s=1.0,
+        max_attempts=3,
+        deliver_concurrency=4,
+        data_dir=str(tmp_path / "data"),
+        web_port=free_port(),
+        api_port=free_port(),
+        apns_url=sim_url,
+        fcm_url=sim_url,
+        ses_url=sim_url,
+        twilio_url=sim_url,
+        apns_bearer="test-jwt",
+        fcm_bearer="test-token",
+        ses_access_key="AKIDTEST",
+        ses_secret_key="secret",
+        twilio_auth_token="token",
+        twilio_status_callback="http://127.0.0.1:9/callbacks/twilio",
     )
     return replace(base, **overrides)
 

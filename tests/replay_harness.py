@@ -105,8 +105,7 @@ class Replayer:
             for step in scenario.steps:
                 if "input" in step:
                     value = step["raw"].encode() if "raw" in step else orjson.dumps(step["value"])
-                    await producer.send_and_wait(self.specs[step["input"]].topic, value=value,
-                                                 key=step["key"].encode())
+                    await producer.send_and_wait(self.specs[step["input"]].topic, value=value, key=step["key"].encode())
                 elif "fault" in step:
                     from clarion.providers.simulator import Fault
 
@@ -130,11 +129,14 @@ class Replayer:
             record["source_topic"] = record["source_topic"].removeprefix(self.settings.topic_prefix + ".")
         return record
 
-    async def collect(self, scenario: Scenario, timeout_s: float = 60.0, settle_s: float = 1.5) -> dict[str, list[dict[str, Any]]]:
+    async def collect(
+        self, scenario: Scenario, timeout_s: float = 60.0, settle_s: float = 1.5
+    ) -> dict[str, list[dict[str, Any]]]:
         """Read outcomes and DLQ until the expected counts arrive, then a little longer."""
         topics = {self.specs[name].topic: name for name in MODELS}
-        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        )
         await consumer.start()
         got: dict[str, list[dict[str, Any]]] = {name: [] for name in MODELS}
         try:

@@ -12,8 +12,15 @@ USER = UserProfile(user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b
 
 
 def request(**kw: object) -> NotificationRequest:
-    base = dict(notification_id="n1", client_id="c", idempotency_key="k", user_id="u1", channels=["apns"],
-                template_id="w", params={"x": 1})
+    base = dict(
+        notification_id="n1",
+        client_id="c",
+        idempotency_key="k",
+        user_id="u1",
+        channels=["apns"],
+        template_id="w",
+        params={"x": 1},
+    )
     return NotificationRequest(**{**base, **kw})
 
 
@@ -27,14 +34,17 @@ def test_one_task_per_device_token() -> None:
 def test_channel_failures_do_not_block_other_channels() -> None:
     routed = plan(request(channels=["email", "sms", "fcm"]), USER, TEMPLATES, "critical", now=0)
     assert [t.channel for t in routed.tasks] == ["sms"]
-    assert routed.failures == [("email", "template_has_no_email_content"),
-                               ("fcm", "no_address: user has no fcm address")]
+    assert routed.failures == [
+        ("email", "template_has_no_email_content"),
+        ("fcm", "no_address: user has no fcm address"),
+    ]
 
 
 def test_expired_unknown_template_and_unknown_user() -> None:
     assert plan(request(expires_at=5.0), USER, TEMPLATES, "critical", now=10).failures == [(None, "expired")]
     assert plan(request(template_id="x"), USER, TEMPLATES, "critical", now=0).failures == [
-        (None, "unknown_template: x@latest")]
+        (None, "unknown_template: x@latest")
+    ]
     assert plan(request(), None, TEMPLATES, "critical", now=0).failures == [(None, "unknown_user: u1")]
 
 
@@ -53,8 +63,11 @@ def test_status_waits_for_every_planned_delivery() -> None:
 
 
 def test_status_is_order_independent_and_idempotent() -> None:
-    events = [outcome("accepted", planned=1), outcome("retrying", delivery_id="d", attempt=1),
-              outcome("sent", delivery_id="d", attempt=2)]
+    events = [
+        outcome("accepted", planned=1),
+        outcome("retrying", delivery_id="d", attempt=1),
+        outcome("sent", delivery_id="d", attempt=2),
+    ]
     forward = backward = None
     for e in events:
         forward = fold(forward, e)

@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 from clarion.schemas import DeliveryTask, NotificationRequest, PoisonMessage, decode, encode
 from clarion.schemas.validation import ValidationFailed, validate_notification, validate_template, validate_user
 
-GOOD = {"client_id": "acme", "idempotency_key": "order-1", "user_id": "u1", "channels": ["email", "sms"],
-        "template_id": "welcome", "params": {"name": "Ann"}}
+GOOD = {
+    "client_id": "acme",
+    "idempotency_key": "order-1",
+    "user_id": "u1",
+    "channels": ["email", "sms"],
+    "template_id": "welcome",
+    "params": {"name": "Ann"},
+}
 
 
 def fields_of(exc: ValidationFailed) -> set[str]:
@@ -24,14 +30,20 @@ def test_request_round_trips_through_the_codec() -> None:
     assert orjson.loads(encode(req))["channels"] == ["email", "sms"]
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (b"not json", "undecodable"),
-    (b"[1]", "undecodable: expected a JSON object, got list"),
-    (b'{"notification_id": "n"}', "invalid: missing field(s) channels, client_id, idempotency_key"),
-    (orjson.dumps({"notification_id": "n", **GOOD, "channels": "email"}), "invalid: wrong type for field(s) channels"),
-    (orjson.dumps({"notification_id": "n", **GOOD, "template_version": True}), "template_version"),
-    (None, "empty value"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", "undecodable"),
+        (b"[1]", "undecodable: expected a JSON object, got list"),
+        (b'{"notification_id": "n"}', "invalid: missing field(s) channels, client_id, idempotency_key"),
+        (
+            orjson.dumps({"notification_id": "n", **GOOD, "channels": "email"}),
+            "invalid: wrong type for field(s) channels",
+        ),
+        (orjson.dumps({"notification_id": "n", **GOOD, "template_version": True}), "template_version"),
+        (None, "empty value"),
+    ],
+)
 def test_decode_names_what_is_wrong(raw: bytes | None, reason: str) -> None:
     with pytest.raises(PoisonMessage, match=reason.replace("(", r"\(").replace(")", r"\)")):
         decode(NotificationRequest, raw)
@@ -51,17 +63,20 @@ def test_valid_notification_passes() -> None:
     assert out["expires_at"] > 0
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"client_id": None}, "client_id"),
-    ({"user_id": "has space"}, "user_id"),
-    ({"channels": []}, "channels"),
-    ({"channels": ["pigeon"]}, "channels"),
-    ({"template_version": 0}, "template_version"),
-    ({"params": [1]}, "params"),
-    ({"expires_at": "yesterday"}, "expires_at"),
-    ({"expires_at": "2000-01-01T00:00:00Z"}, "expires_at"),
-    ({"expires_at": "2999-01-01T00:00:00"}, "expires_at"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"client_id": None}, "client_id"),
+        ({"user_id": "has space"}, "user_id"),
+        ({"channels": []}, "channels"),
+        ({"channels": ["pigeon"]}, "channels"),
+        ({"template_version": 0}, "template_version"),
+        ({"params": [1]}, "params"),
+        ({"expires_at": "yesterday"}, "expires_at"),
+        ({"expires_at": "2000-01-01T00:00:00Z"}, "expires_at"),
+        ({"expires_at": "2999-01-01T00:00:00"}, "expires_at"),
+    ],
+)
 def test_invalid_notification_names_the_field(change: dict, field: str) -> None:
     body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     with pytest.raises(ValidationFailed) as info:
@@ -82,12 +97,29 @@ def test_non_object_body() -> None:
 
 
 def test_user_validation() -> None:
-    user = validate_user({"user_id": "u1", "email": "a@b.co", "phone": "+14155550100", "apns_tokens": ["ab" * 32],
-                          "fcm_tokens": ["token-abcdefghijklmnopqrstu"], "timezone": "Europe/Paris", "locale": "pt-BR"})
+    user = validate_user(
+        {
+            "user_id": "u1",
+            "email": "a@b.co",
+            "phone": "+14155550100",
+            "apns_tokens": ["ab" * 32],
+            "fcm_tokens": ["token-abcdefghijklmnopqrstu"],
+            "timezone": "Europe/Paris",
+            "locale": "pt-BR",
+        }
+    )
     assert user.email == "a@b.co" and user.locale == "pt-BR"
     with pytest.raises(ValidationFailed) as info:
-        validate_user({"user_id": "u1", "email": "nope", "phone": "555", "apns_tokens": ["zz"], "timezone": "Mars/Base",
-                       "locale": "English!"})
+        validate_user(
+            {
+                "user_id": "u1",
+                "email": "nope",
+                "phone": "555",
+                "apns_tokens": ["zz"],
+                "timezone": "Mars/Base",
+                "locale": "English!",
+            }
+        )
     assert fields_of(info.value) == {"email", "phone", "apns_tokens", "timezone", "locale"}
 
 

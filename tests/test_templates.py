@@ -8,9 +8,16 @@ from clarion.schemas import TemplateVersion
 from clarion.schemas.validation import ValidationFailed
 from clarion.tables.templates import RenderError, check_template, render, resolve
 
-T = TemplateVersion(template_id="w", version=1, email_subject="Hi {{ name }}", email_text="Hello {{ name }}",
-                    email_html="<p>{{ name }}</p>", push_title="T {{ name }}", push_body="B {{ name }}",
-                    sms_body="S {{ name }}")
+T = TemplateVersion(
+    template_id="w",
+    version=1,
+    email_subject="Hi {{ name }}",
+    email_text="Hello {{ name }}",
+    email_html="<p>{{ name }}</p>",
+    push_title="T {{ name }}",
+    push_body="B {{ name }}",
+    sms_body="S {{ name }}",
+)
 
 
 def test_renders_each_channel() -> None:

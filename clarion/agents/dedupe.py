@@ -56,4 +56,3 @@ def register(topo: Topology) -> None:
         removed = window.prune(topo.idempotency, owned, time.time())
         if removed:
             event(log, "idempotency keys pruned", removed=removed)
-

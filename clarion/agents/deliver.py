@@ -39,8 +39,9 @@ def _register_lane(topo: Topology, source: str) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)
 
     run.__name__ = source.replace(".", "_")
-    topo.app.agent(topo.topics[source], name=f"clarion.deliver.{source}",
-                   concurrency=topo.settings.deliver_concurrency)(run)
+    topo.app.agent(
+        topo.topics[source], name=f"clarion.deliver.{source}", concurrency=topo.settings.deliver_concurrency
+    )(run)
 
 
 async def deliver(topo: Topology, task: DeliveryTask) -> None:
@@ -52,7 +53,9 @@ async def deliver(topo: Topology, task: DeliveryTask) -> None:
         return
     template = resolve(topo.templates, task.template_id, task.template_version)
     if template is None:
-        await topo.outcome("failed", task, reason=f"unknown_template: {task.template_id}@{task.template_version}", **base)
+        await topo.outcome(
+            "failed", task, reason=f"unknown_template: {task.template_id}@{task.template_version}", **base
+        )
         return
     try:
         content = render(template, task.channel, task.params)
@@ -85,8 +88,13 @@ async def deliver(topo: Topology, task: DeliveryTask) -> None:
     else:
         reason = f"retries_exhausted: {result.reason}"
         await topo.dead_letter(
-            topo.specs[lane_topic(task.lane, task.channel)].topic, reason, task.dumps(serializer="orjson"),
-            task.user_id, notification_id=task.notification_id, delivery_id=task.delivery_id,
-            attempt=task.attempt, trace_id=task.trace_id,
+            topo.specs[lane_topic(task.lane, task.channel)].topic,
+            reason,
+            task.dumps(serializer="orjson"),
+            task.user_id,
+            notification_id=task.notification_id,
+            delivery_id=task.delivery_id,
+            attempt=task.attempt,
+            trace_id=task.trace_id,
         )
         await topo.outcome("dead_lettered", task, reason=reason, **base)

@@ -33,8 +33,7 @@ def _ids(record: Any) -> dict[str, Any]:
     }
 
 
-async def guarded(topo: Topology, source: str, stream: faust.StreamT, model: type[R],
-                  handle: Handler) -> None:
+async def guarded(topo: Topology, source: str, stream: faust.StreamT, model: type[R], handle: Handler) -> None:
     """Consume `stream` of raw `model` values with `handle`, sending failures to the DLQ."""
     async for ev in stream.events():
         raw = ev.value
@@ -47,10 +46,14 @@ async def guarded(topo: Topology, source: str, stream: faust.StreamT, model: typ
         with log_context(**ids):
             try:
                 await handle(record, ev)
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the agent
+            except Exception as exc:
                 log.exception("handler failed on %s", source)
                 await topo.dead_letter(
-                    topo.specs[source].topic, f"internal_error: {exc!r}", raw, ev.key,
-                    notification_id=ids["notification_id"], trace_id=ids["trace_id"] or "",
+                    topo.specs[source].topic,
+                    f"internal_error: {exc!r}",
+                    raw,
+                    ev.key,
+                    notification_id=ids["notification_id"],
+                    trace_id=ids["trace_id"] or "",
                     delivery_id=getattr(record, "delivery_id", None),
                 )

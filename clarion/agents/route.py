@@ -18,8 +18,9 @@ class Plan:
     failures: list[tuple[str | None, str]] = field(default_factory=list)
 
 
-def plan(request: NotificationRequest, user: UserProfile | None, templates: Mapping[str, Any],
-         lane: str, now: float) -> Plan:
+def plan(
+    request: NotificationRequest, user: UserProfile | None, templates: Mapping[str, Any], lane: str, now: float
+) -> Plan:
     """Resolve template and addresses; each channel yields tasks or one failure."""
     out = Plan()
     if request.expires_at is not None and now >= request.expires_at:
@@ -43,20 +44,22 @@ def plan(request: NotificationRequest, user: UserProfile | None, templates: Mapp
             out.failures.append((channel, f"no_address: user has no {channel} address"))
             continue
         for index, address in enumerate(addresses):
-            out.tasks.append(DeliveryTask(
-                delivery_id=f"{request.notification_id}.{channel}.{index}",
-                notification_id=request.notification_id,
-                client_id=request.client_id,
-                user_id=request.user_id,
-                channel=channel,
-                lane=lane,
-                address=address,
-                template_id=template.template_id,
-                template_version=template.version,
-                params=request.params,
-                locale=user.locale,
-                expires_at=request.expires_at,
-                trace_id=request.trace_id,
-                accepted_at=request.accepted_at,
-            ))
+            out.tasks.append(
+                DeliveryTask(
+                    delivery_id=f"{request.notification_id}.{channel}.{index}",
+                    notification_id=request.notification_id,
+                    client_id=request.client_id,
+                    user_id=request.user_id,
+                    channel=channel,
+                    lane=lane,
+                    address=address,
+                    template_id=template.template_id,
+                    template_version=template.version,
+                    params=request.params,
+                    locale=user.locale,
+                    expires_at=request.expires_at,
+                    trace_id=request.trace_id,
+                    accepted_at=request.accepted_at,
+                )
+            )
     return out

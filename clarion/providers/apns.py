@@ -5,7 +5,6 @@ from __future__ import annotations
 from clarion.providers.base import Delivered, HttpProvider, OutboundMessage, SendResult, TransientFailure, classify
 
 
-
 class ApnsClient(HttpProvider):
     channel = "apns"
 

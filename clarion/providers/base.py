@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,16 +64,16 @@ class HttpProvider:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self.timeout, connector=aiohttp.TCPConnector(limit=256)
-            )
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=aiohttp.TCPConnector(limit=256))
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, str], Any] | TransientFailure:
+    async def request(
+        self, method: str, path: str, **kwargs: Any
+    ) -> tuple[int, dict[str, str], Any] | TransientFailure:
         """Perform one call; network trouble becomes a TransientFailure."""
         try:
             async with self.session.request(method, self.base_url + path, **kwargs) as resp:
@@ -83,7 +82,7 @@ class HttpProvider:
                 except ValueError:
                     body = {}
                 return resp.status, dict(resp.headers), body or {}
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return TransientFailure("timeout")
         except aiohttp.ClientError as exc:
             return TransientFailure(f"connection: {type(exc).__name__}")

@@ -17,5 +17,7 @@ def build_clients(s: Settings) -> dict[str, ProviderClient]:
         "apns": ApnsClient(s.apns_url, s.apns_topic, s.apns_bearer, t),
         "fcm": FcmClient(s.fcm_url, s.fcm_project, s.fcm_bearer, t),
         "email": SesClient(s.ses_url, s.ses_region, s.ses_access_key, s.ses_secret_key, s.ses_from, t),
-        "sms": TwilioClient(s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.twilio_status_callback, t),
+        "sms": TwilioClient(
+            s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.twilio_status_callback, t
+        ),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import orjson
@@ -17,7 +17,9 @@ PATH = "/v2/email/outbound-emails"
 class SesClient(HttpProvider):
     channel = "email"
 
-    def __init__(self, base_url: str, region: str, access_key: str, secret_key: str, sender: str, timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, region: str, access_key: str, secret_key: str, sender: str, timeout_s: float
+    ) -> None:
         super().__init__(base_url, timeout_s)
         self.region = region
         self.access_key = access_key
@@ -31,18 +33,27 @@ class SesClient(HttpProvider):
             body_parts["Text"] = {"Data": content.text, "Charset": "UTF-8"}
         if content.html is not None:
             body_parts["Html"] = {"Data": content.html, "Charset": "UTF-8"}
-        payload = orjson.dumps({
-            "FromEmailAddress": self.sender,
-            "Destination": {"ToAddresses": [message.address]},
-            "Content": {"Simple": {"Subject": {"Data": content.subject or "", "Charset": "UTF-8"}, "Body": body_parts}},
-            "EmailTags": [
-                {"Name": "clarion_nid", "Value": message.notification_id},
-                {"Name": "clarion_did", "Value": message.delivery_id},
-            ],
-        })
+        payload = orjson.dumps(
+            {
+                "FromEmailAddress": self.sender,
+                "Destination": {"ToAddresses": [message.address]},
+                "Content": {
+                    "Simple": {"Subject": {"Data": content.subject or "", "Charset": "UTF-8"}, "Body": body_parts}
+                },
+                "EmailTags": [
+                    {"Name": "clarion_nid", "Value": message.notification_id},
+                    {"Name": "clarion_did", "Value": message.delivery_id},
+                ],
+            }
+        )
         headers = sigv4_headers(
-            self.base_url + PATH, payload, self.region, "ses", self.access_key, self.secret_key,
-            datetime.now(timezone.utc),
+            self.base_url + PATH,
+            payload,
+            self.region,
+            "ses",
+            self.access_key,
+            self.secret_key,
+            datetime.now(UTC),
         )
         answer = await self.request("POST", PATH, data=payload, headers=headers)
         if isinstance(answer, TransientFailure):
@@ -54,7 +65,9 @@ class SesClient(HttpProvider):
         return classify(status, code or body.get("message", "unknown"), resp_headers)
 
 
-def sigv4_headers(url: str, payload: bytes, region: str, service: str, access_key: str, secret_key: str, now: datetime) -> dict[str, str]:
+def sigv4_headers(
+    url: str, payload: bytes, region: str, service: str, access_key: str, secret_key: str, now: datetime
+) -> dict[str, str]:
     """Headers for an AWS SigV4-signed JSON POST (no query string)."""
     parts = urlsplit(url)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
@@ -62,11 +75,17 @@ def sigv4_headers(url: str, payload: bytes, region: str, service: str, access_ke
     payload_hash = hashlib.sha256(payload).hexdigest()
     headers = {"content-type": "application/json", "host": parts.netloc, "x-amz-date": amz_date}
     signed = ";".join(sorted(headers))
-    canonical = "\n".join([
-        "POST", parts.path or "/", "",
-        *(f"{k}:{headers[k]}" for k in sorted(headers)), "",
-        signed, payload_hash,
-    ])
+    canonical = "\n".join(
+        [
+            "POST",
+            parts.path or "/",
+            "",
+            *(f"{k}:{headers[k]}" for k in sorted(headers)),
+            "",
+            signed,
+            payload_hash,
+        ]
+    )
     scope = f"{day}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = ("AWS4" + secret_key).encode()

@@ -22,14 +22,28 @@ from aiohttp import web
 # What each provider answers for an injected fault: (http status, error body maker).
 TRANSIENT = {
     "apns": (503, lambda: {"reason": "ServiceUnavailable"}),
-    "fcm": (503, lambda: {"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}}),
+    "fcm": (
+        503,
+        lambda: {"error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}},
+    ),
     "email": (503, lambda: {"__type": "ServiceUnavailable", "message": "Service Unavailable"}),
     "sms": (503, lambda: {"code": 20503, "message": "Service Unavailable", "status": 503}),
 }
 PERMANENT = {
     "apns": (410, lambda: {"reason": "Unregistered", "timestamp": int(time.time() * 1000)}),
-    "fcm": (404, lambda: {"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND",
-                                    "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}),
+    "fcm": (
+        404,
+        lambda: {
+            "error": {
+                "code": 404,
+                "message": "Requested entity was not found.",
+                "status": "NOT_FOUND",
+                "details": [
+                    {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}
+                ],
+            }
+        },
+    ),
     "email": (400, lambda: {"__type": "MessageRejected", "message": "Email address is not verified."}),
     "sms": (400, lambda: {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
 }
@@ -73,16 +87,18 @@ class Simulator:
     def __init__(self, latency_ms: float = 0.0, failure_rate: float = 0.0) -> None:
         self.state = SimulatorState(latency_ms=latency_ms, failure_rate=failure_rate)
         self.app = web.Application()
-        self.app.add_routes([
-            web.post("/3/device/{token}", self.apns),
-            web.post("/v1/projects/{project}/messages:send", self.fcm),
-            web.post("/v2/email/outbound-emails", self.ses),
-            web.post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio),
-            web.get("/_sim/deliveries", self.list_deliveries),
-            web.delete("/_sim/deliveries", self.reset),
-            web.post("/_sim/faults", self.add_fault),
-            web.post("/_sim/config", self.configure),
-        ])
+        self.app.add_routes(
+            [
+                web.post("/3/device/{token}", self.apns),
+                web.post("/v1/projects/{project}/messages:send", self.fcm),
+                web.post("/v2/email/outbound-emails", self.ses),
+                web.post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio),
+                web.get("/_sim/deliveries", self.list_deliveries),
+                web.delete("/_sim/deliveries", self.reset),
+                web.post("/_sim/faults", self.add_fault),
+                web.post("/_sim/config", self.configure),
+            ]
+        )
 
     async def _answer(self, channel: str, address: str, meta: dict[str, Any], ok: Any) -> web.Response:
         if self.state.latency_ms:
@@ -115,22 +131,41 @@ class Simulator:
 
     async def fcm(self, request: web.Request) -> web.Response:
         if not request.headers.get("Authorization", "").startswith("Bearer "):
-            return _json(401, {"error": {"code": 401, "message": "Request is missing required authentication credential.", "status": "UNAUTHENTICATED"}})
+            return _json(
+                401,
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "Request is missing required authentication credential.",
+                        "status": "UNAUTHENTICATED",
+                    }
+                },
+            )
         try:
             message = (await request.json(loads=orjson.loads))["message"]
             token = message["token"]
         except (ValueError, KeyError, TypeError):
-            return _json(400, {"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}})
+            return _json(
+                400, {"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}}
+            )
         data = message.get("data", {})
         notification = message.get("notification", {})
-        meta = {"nid": data.get("clarion_nid"), "did": data.get("clarion_did"),
-                "title": notification.get("title"), "body": notification.get("body")}
+        meta = {
+            "nid": data.get("clarion_nid"),
+            "did": data.get("clarion_did"),
+            "title": notification.get("title"),
+            "body": notification.get("body"),
+        }
         project = request.match_info["project"]
-        return await self._answer("fcm", token, meta, lambda r: _json(200, {"name": f"projects/{project}/messages/{r['seq']}"}))
+        return await self._answer(
+            "fcm", token, meta, lambda r: _json(200, {"name": f"projects/{project}/messages/{r['seq']}"})
+        )
 
     async def ses(self, request: web.Request) -> web.Response:
         if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):
-            return _json(403, {"__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"})
+            return _json(
+                403, {"__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"}
+            )
         try:
             body = await request.json(loads=orjson.loads)
             to = body["Destination"]["ToAddresses"]
@@ -141,10 +176,13 @@ class Simulator:
         if len(to) != 1:
             return _json(400, {"__type": "BadRequestException", "message": "clarion sends one recipient per call"})
         tags = {t.get("Name"): t.get("Value") for t in body.get("EmailTags", [])}
-        meta = {"nid": tags.get("clarion_nid"), "did": tags.get("clarion_did"),
-                "subject": simple.get("Subject", {}).get("Data"),
-                "text": simple.get("Body", {}).get("Text", {}).get("Data"),
-                "html": simple.get("Body", {}).get("Html", {}).get("Data")}
+        meta = {
+            "nid": tags.get("clarion_nid"),
+            "did": tags.get("clarion_did"),
+            "subject": simple.get("Subject", {}).get("Data"),
+            "text": simple.get("Body", {}).get("Text", {}).get("Data"),
+            "html": simple.get("Body", {}).get("Html", {}).get("Data"),
+        }
         return await self._answer("email", to[0], meta, lambda r: _json(200, {"MessageId": f"0100{r['seq']:012d}-sim"}))
 
     async def twilio(self, request: web.Request) -> web.Response:
@@ -153,13 +191,24 @@ class Simulator:
         form = await request.post()
         missing = [f for f in ("To", "From", "Body") if not form.get(f)]
         if missing:
-            return _json(400, {"code": 21604 if "To" in missing else 21602, "message": f"A '{missing[0]}' parameter is required.", "status": 400})
+            return _json(
+                400,
+                {
+                    "code": 21604 if "To" in missing else 21602,
+                    "message": f"A '{missing[0]}' parameter is required.",
+                    "status": 400,
+                },
+            )
         query = parse_qs(urlsplit(str(form.get("StatusCallback", ""))).query)
         meta = {"nid": query.get("nid", [None])[0], "did": query.get("did", [None])[0], "body": form["Body"]}
         sid = request.match_info["sid"]
         return await self._answer(
-            "sms", str(form["To"]), meta,
-            lambda r: _json(201, {"sid": f"SM{r['seq']:032x}", "status": "queued", "account_sid": sid, "to": form["To"]}),
+            "sms",
+            str(form["To"]),
+            meta,
+            lambda r: _json(
+                201, {"sid": f"SM{r['seq']:032x}", "status": "queued", "account_sid": sid, "to": form["To"]}
+            ),
         )
 
     async def list_deliveries(self, request: web.Request) -> web.Response:

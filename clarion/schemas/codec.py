@@ -50,14 +50,10 @@ def decode(model: type[R], raw: bytes | None) -> R:
         raise PoisonMessage(f"undecodable: expected a JSON object, got {type(data).__name__}")
     data.pop("__faust", None)
     known = model._options.fields
-    missing = [
-        name for name in known if name not in data and name not in model._options.defaults
-    ]
+    missing = [name for name in known if name not in data and name not in model._options.defaults]
     if missing:
         raise PoisonMessage(f"invalid: missing field(s) {', '.join(sorted(missing))}")
-    wrong = [
-        name for name, ftype in known.items() if name in data and not _conforms(data[name], ftype)
-    ]
+    wrong = [name for name, ftype in known.items() if name in data and not _conforms(data[name], ftype)]
     if wrong:
         raise PoisonMessage(f"invalid: wrong type for field(s) {', '.join(sorted(wrong))}")
     try:

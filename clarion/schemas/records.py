@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import faust
 
@@ -23,9 +23,9 @@ class NotificationRequest(_Record):
     user_id: str
     channels: list[str]
     template_id: str
-    template_version: Optional[int] = None
+    template_version: int | None = None
     params: dict[str, Any] = {}
-    expires_at: Optional[float] = None
+    expires_at: float | None = None
     trace_id: str = ""
     accepted_at: float = 0.0
 
@@ -46,7 +46,7 @@ class DeliveryTask(_Record):
     locale: str = "en"
     attempt: int = 1
     not_before: float = 0.0
-    expires_at: Optional[float] = None
+    expires_at: float | None = None
     trace_id: str = ""
     accepted_at: float = 0.0
 
@@ -58,13 +58,13 @@ class Outcome(_Record):
     status: str  # accepted | duplicate | sent | retrying | failed | dead_lettered
     client_id: str = ""
     user_id: str = ""
-    channel: Optional[str] = None
-    delivery_id: Optional[str] = None
+    channel: str | None = None
+    delivery_id: str | None = None
     attempt: int = 0
-    reason: Optional[str] = None
+    reason: str | None = None
     planned: int = 0  # on `accepted`: how many deliveries were queued
-    duplicate_of: Optional[str] = None
-    provider_message_id: Optional[str] = None
+    duplicate_of: str | None = None
+    provider_message_id: str | None = None
     trace_id: str = ""
     ts: float = 0.0
 
@@ -75,9 +75,9 @@ class DeadLetter(_Record):
     source_topic: str
     reason: str
     payload: str
-    key: Optional[str] = None
-    notification_id: Optional[str] = None
-    delivery_id: Optional[str] = None
+    key: str | None = None
+    notification_id: str | None = None
+    delivery_id: str | None = None
     attempt: int = 0
     trace_id: str = ""
     ts: float = 0.0
@@ -87,8 +87,8 @@ class UserProfile(_Record):
     """A user's addresses and preferences (topic: users, compacted, key user_id)."""
 
     user_id: str
-    email: Optional[str] = None
-    phone: Optional[str] = None
+    email: str | None = None
+    phone: str | None = None
     apns_tokens: list[str] = []
     fcm_tokens: list[str] = []
     locale: str = "en"
@@ -101,12 +101,12 @@ class TemplateVersion(_Record):
 
     template_id: str
     version: int
-    email_subject: Optional[str] = None
-    email_text: Optional[str] = None
-    email_html: Optional[str] = None
-    push_title: Optional[str] = None
-    push_body: Optional[str] = None
-    sms_body: Optional[str] = None
+    email_subject: str | None = None
+    email_text: str | None = None
+    email_html: str | None = None
+    push_title: str | None = None
+    push_body: str | None = None
+    sms_body: str | None = None
 
     @property
     def key(self) -> str:

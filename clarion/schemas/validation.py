@@ -29,10 +29,9 @@ class ValidationFailed(ValueError):
 
 class _Checker:
     def __init__(self, body: Any) -> None:
-        self.errors: list[dict[str, str]] = []
         if not isinstance(body, dict):
-            self.fail("body", "must be a JSON object")
-            body = {}
+            raise ValidationFailed([{"field": "body", "error": "must be a JSON object"}])
+        self.errors: list[dict[str, str]] = []
         self.body: dict[str, Any] = body
 
     def fail(self, field: str, error: str) -> None:
@@ -139,8 +138,13 @@ def validate_user(body: Any) -> UserProfile:
         c.fail("attributes", "must be a JSON object")
     c.done()
     return UserProfile(
-        user_id=user_id, email=email, phone=phone, locale=locale, timezone=tz,
-        attributes=attributes, **tokens,
+        user_id=user_id,
+        email=email,
+        phone=phone,
+        locale=locale,
+        timezone=tz,
+        attributes=attributes,
+        **tokens,
     )
 
 

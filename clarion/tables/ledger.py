@@ -43,7 +43,7 @@ class RedisLedger:
             return CLAIMED, None
         value = (await self.redis.get(key) or b"").decode()
         if value.startswith(SENT + ":"):
-            return SENT, value[len(SENT) + 1:]
+            return SENT, value[len(SENT) + 1 :]
         return IN_FLIGHT, None
 
     async def mark_sent(self, delivery_id: str, provider_message_id: str) -> None:

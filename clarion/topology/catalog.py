@@ -50,26 +50,75 @@ def retry_topic(attempt: int) -> str:
 def catalog(s: Settings) -> dict[str, TopicSpec]:
     """Every topic with its partitions, key, value schema, cleanup policy and purpose."""
     specs = [
-        TopicSpec("users", "", s.critical_partitions, "user_id", UserProfile, True,
-                  "User profiles (addresses, locale); folded into the users table."),
-        TopicSpec("templates", "", 1, "template_id@version", TemplateVersion, True,
-                  "Template versions; read into a global table every worker holds."),
-        TopicSpec("critical.requests", "", s.critical_partitions, "user_id", NotificationRequest, False,
-                  "Critical notifications accepted by POST /notif; deduped and routed."),
+        TopicSpec(
+            "users",
+            "",
+            s.critical_partitions,
+            "user_id",
+            UserProfile,
+            True,
+            "User profiles (addresses, locale); folded into the users table.",
+        ),
+        TopicSpec(
+            "templates",
+            "",
+            1,
+            "template_id@version",
+            TemplateVersion,
+            True,
+            "Template versions; read into a global table every worker holds.",
+        ),
+        TopicSpec(
+            "critical.requests",
+            "",
+            s.critical_partitions,
+            "user_id",
+            NotificationRequest,
+            False,
+            "Critical notifications accepted by POST /notif; deduped and routed.",
+        ),
         *(
-            TopicSpec(lane_topic("critical", ch), "", s.critical_partitions, "user_id", DeliveryTask, False,
-                      f"Critical {ch} deliveries waiting for the {ch} provider.")
+            TopicSpec(
+                lane_topic("critical", ch),
+                "",
+                s.critical_partitions,
+                "user_id",
+                DeliveryTask,
+                False,
+                f"Critical {ch} deliveries waiting for the {ch} provider.",
+            )
             for ch in CHANNELS
         ),
         *(
-            TopicSpec(retry_topic(n), "", s.critical_partitions, "user_id", DeliveryTask, False,
-                      f"Deliveries whose attempt {n} failed transiently, held for "
-                      f"{s.retry_delay(n):g}s before attempt {n + 1}.")
+            TopicSpec(
+                retry_topic(n),
+                "",
+                s.critical_partitions,
+                "user_id",
+                DeliveryTask,
+                False,
+                f"Deliveries whose attempt {n} failed transiently, held for "
+                f"{s.retry_delay(n):g}s before attempt {n + 1}.",
+            )
             for n in range(1, s.max_attempts)
         ),
-        TopicSpec("outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,
-                  "Every accepted/duplicate/sent/retrying/failed/dead_lettered result."),
-        TopicSpec("dlq", "", 4, "original key", DeadLetter, False,
-                  "Messages clarion gave up on: poison input, exhausted retries; with the reason."),
+        TopicSpec(
+            "outcomes",
+            "",
+            s.outcome_partitions,
+            "notification_id",
+            Outcome,
+            False,
+            "Every accepted/duplicate/sent/retrying/failed/dead_lettered result.",
+        ),
+        TopicSpec(
+            "dlq",
+            "",
+            4,
+            "original key",
+            DeadLetter,
+            False,
+            "Messages clarion gave up on: poison input, exhausted retries; with the reason.",
+        ),
     ]
     return {spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}") for spec in specs}

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class Settings:
     """Every knob clarion reads; `Settings.from_env()` is the only constructor used in code."""
@@ -88,4 +87,3 @@ class Settings:
     def retry_delay(self, attempt: int) -> float:
         """Backoff before attempt `attempt + 1`: base * 2**(attempt-1), capped."""
         return min(self.retry_base_delay_s * 2 ** (attempt - 1), self.retry_max_delay_s)
-

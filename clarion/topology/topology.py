@@ -88,17 +88,24 @@ class Topology:
             ts=time.time(),
             **fields,
         )
-        event(log, "outcome", status=status, channel=out.channel, delivery_id=out.delivery_id,
-              attempt=out.attempt, reason=out.reason)
+        event(
+            log,
+            "outcome",
+            status=status,
+            channel=out.channel,
+            delivery_id=out.delivery_id,
+            attempt=out.attempt,
+            reason=out.reason,
+        )
         await self.send("outcomes", out.notification_id, out)
 
-    async def dead_letter(self, source_topic: str, reason: str, payload: bytes | str | None,
-                          key: bytes | str | None, **ids: Any) -> None:
+    async def dead_letter(
+        self, source_topic: str, reason: str, payload: bytes | str | None, key: bytes | str | None, **ids: Any
+    ) -> None:
         """Park a message in the DLQ with the reason; the agent then goes on."""
         text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else (payload or "")
         key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        letter = DeadLetter(source_topic=source_topic, reason=reason, payload=text, key=key_text,
-                            ts=time.time(), **ids)
+        letter = DeadLetter(source_topic=source_topic, reason=reason, payload=text, key=key_text, ts=time.time(), **ids)
         event(log, "dead-lettered", level=logging.WARNING, source_topic=source_topic, reason=reason)
         await self.send("dlq", key_text or "", letter)
 

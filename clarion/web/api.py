@@ -84,7 +84,9 @@ async def post_notif(request: web.Request) -> web.Response:
         template = resolve(request.app[TEMPLATES], fields["template_id"], fields["template_version"])
         if template is None:
             field = "template_version" if fields["template_version"] else "template_id"
-            return _error(404, f"unknown template {fields['template_id']}@{fields['template_version'] or 'latest'}", field)
+            return _error(
+                404, f"unknown template {fields['template_id']}@{fields['template_version'] or 'latest'}", field
+            )
         missing = [ch for ch in fields["channels"] if ch not in template.channels()]
         if missing:
             return _error(422, f"template {template.key} has no content for {', '.join(missing)}", "channels")
@@ -148,13 +150,15 @@ def create_api(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     specs = catalog(settings)
     app[TOPICS] = {name: spec.topic for name, spec in specs.items()}
-    app.add_routes([
-        web.post("/notif", post_notif),
-        web.get("/notif/{notification_id}", get_notif),
-        web.post("/template", post_template),
-        web.post("/users", post_users),
-        web.get("/healthz", healthz),
-    ])
+    app.add_routes(
+        [
+            web.post("/notif", post_notif),
+            web.get("/notif/{notification_id}", get_notif),
+            web.post("/template", post_template),
+            web.post("/users", post_users),
+            web.get("/healthz", healthz),
+        ]
+    )
 
     async def lifecycle(app: web.Application) -> Any:
         await ensure_topics(settings.bootstrap_servers, list(specs.values()))

@@ -1,0 +1,187 @@
+"""Every API endpoint, each 4xx case, and the critical path end to end over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from clarion.providers.simulator import start_simulator
+from clarion.topology.embedded import free_port
+from clarion.topology.worker import WorkerProcess
+from clarion.web.api import create_api
+from tests.conftest import test_settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TEMPLATE = {
+    "template_id": "otp",
+    "version": 1,
+    "email_subject": "Code",
+    "email_text": "Your code: {{ code }}",
+    "sms_body": "Code {{ code }}",
+}
+USER = {"user_id": "alice", "email": "alice@example.com", "phone": "+14155550100"}
+
+
+class Stack:
+    def __init__(self, url: str, http: aiohttp.ClientSession, sim: Any, settings: Any) -> None:
+        self.url, self.http, self.sim, self.settings = url, http, sim, settings
+
+    async def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        kwargs = {"data": raw} if raw is not None else {"json": body}
+        async with self.http.request(method, self.url + path, **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    def notif(self, **kw: Any) -> dict[str, Any]:
+        return {
+            "client_id": "web",
+            "idempotency_key": f"k-{time.monotonic_ns()}",
+            "user_id": "alice",
+            "channels": ["email"],
+            "template_id": "otp",
+            "params": {"code": "1234"},
+            **kw,
+        }
+
+    async def wait_status(self, nid: str, want: set[str], timeout_s: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, body = await self.call("GET", f"/notif/{nid}")
+            if status == 200 and body["status"] in want:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{nid} still {status} {body}")
+            await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(broker, redis_server, tmp_path_factory) -> AsyncIterator[Stack]:
+    tmp = Path(tmp_path_factory.mktemp("http"))
+    sim_port = free_port()
+    sim, sim_runner = await start_simulator("127.0.0.1", sim_port)
+    settings = test_settings(broker, redis_server.url, f"http://127.0.0.1:{sim_port}", tmp, max_request_bytes=4096)
+    runner = web.AppRunner(create_api(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.api_port).start()
+    worker = WorkerProcess(settings, tmp / "worker.log").start()
+    async with aiohttp.ClientSession() as http:
+        s = Stack(f"http://127.0.0.1:{settings.api_port}", http, sim, settings)
+        assert (await s.call("POST", "/template", TEMPLATE))[0] == 201
+        assert (await s.call("POST", "/users", USER))[0] == 202
+        await worker.wait_ready()
+        yield s
+    worker.stop()
+    await runner.cleanup()
+    await sim_runner.cleanup()
+
+
+async def test_healthz(stack: Stack) -> None:
+    assert await stack.call("GET", "/healthz") == (200, {"ok": True})
+
+
+async def test_notification_is_delivered_exactly_once_and_shows_sent(stack: Stack) -> None:
+    status, body = await stack.call("POST", "/notif", stack.notif())
+    assert status == 202 and body["status"] == "accepted"
+    nid = body["notification_id"]
+    doc = await stack.wait_status(nid, {"sent", "failed", "dead-lettered"})
+    assert doc["status"] == "sent" and doc["attempts"] == 1
+    receipts = [d for d in stack.sim.state.deliveries if d["nid"] == nid]
+    assert len(receipts) == 1
+    assert receipts[0]["address"] == "alice@example.com" and receipts[0]["text"] == "Your code: 1234"
+
+
+async def test_same_idempotency_key_twice_is_delivered_once(stack: Stack) -> None:
+    body = stack.notif(idempotency_key="pay-42", channels=["sms"])
+    first = (await stack.call("POST", "/notif", body))[1]["notification_id"]
+    second = (await stack.call("POST", "/notif", body))[1]["notification_id"]
+    assert first != second
+    dup = await stack.wait_status(second, {"duplicate"})
+    assert dup["duplicate_of"] == first
+    await stack.wait_status(first, {"sent"})
+    await asyncio.sleep(0.5)
+    assert len([d for d in stack.sim.state.deliveries if d["nid"] in (first, second)]) == 1
+
+
+async def test_traceparent_trace_id_is_kept(stack: Stack) -> None:
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    async with stack.http.post(
+        stack.url + "/notif", json=stack.notif(), headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"}
+    ) as resp:
+        assert (await resp.json())["trace_id"] == trace
+
+
+async def test_unknown_notification_is_404(stack: Stack) -> None:
+    status, body = await stack.call("GET", "/notif/n_doesnotexist")
+    assert status == 404 and body["notification_id"] == "n_doesnotexist"
+
+
+def field_of(body: dict[str, Any]) -> set[str]:
+    return {e["field"] for e in body["errors"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"user_id": None}, 400, "user_id"),
+        ({"channels": ["fax"]}, 400, "channels"),
+        ({"template_version": -1}, 400, "template_version"),
+        ({"template_id": "nope"}, 404, "template_id"),
+        ({"template_version": 7}, 404, "template_version"),
+        ({"channels": ["apns"]}, 422, "channels"),
+        ({"params": {}}, 422, "params"),
+    ],
+)
+async def test_post_notif_errors_name_the_field(stack: Stack, change: dict, status: int, field: str) -> None:
+    body = {k: v for k, v in stack.notif(**change).items() if v is not None}
+    got_status, got = await stack.call("POST", "/notif", body)
+    assert got_status == status
+    assert field_of(got) == {field}
+
+
+async def test_post_notif_bad_json_and_oversize(stack: Stack) -> None:
+    status, body = await stack.call("POST", "/notif", raw=b"{not json")
+    assert status == 400 and field_of(body) == {"body"}
+    status, body = await stack.call("POST", "/notif", stack.notif(params={"code": "x" * 5000}))
+    assert status == 413 and field_of(body) == {"body"} and "4096" in body["error"]
+
+
+async def test_post_template_versions_are_immutable(stack: Stack) -> None:
+    assert await stack.call("POST", "/template", TEMPLATE) == (
+        200,
+        {"template_id": "otp", "version": 1, "created": False},
+    )
+    status, body = await stack.call("POST", "/template", {**TEMPLATE, "sms_body": "changed"})
+    assert status == 409 and field_of(body) == {"version"}
+    status, body = await stack.call("POST", "/template", {**TEMPLATE, "version": 2, "sms_body": "v2 {{ code }}"})
+    assert status == 201
+    nid = (await stack.call("POST", "/notif", stack.notif(channels=["sms"])))[1]["notification_id"]
+    await stack.wait_status(nid, {"sent"})
+    assert [d["body"] for d in stack.sim.state.deliveries if d["nid"] == nid] == ["v2 1234"]
+
+
+async def test_post_template_rejects_broken_jinja_and_bad_shape(stack: Stack) -> None:
+    status, body = await stack.call("POST", "/template", {"template_id": "bad", "version": 1, "sms_body": "{{ oops"})
+    assert status == 400 and field_of(body) == {"sms_body"}
+    status, body = await stack.call("POST", "/template", {"template_id": "bad", "version": 0})
+    assert status == 400 and field_of(body) == {"version", "body"}
+
+
+async def test_post_users_validation(stack: Stack) -> None:
+    assert await stack.call("POST", "/users", {"user_id": "zed", "email": "zed@example.com"}) == (
+        202,
+        {"user_id": "zed"},
+    )
+    status, body = await stack.call(
+        "POST", "/users", {"user_id": "zed", "email": "not-an-email", "timezone": "Nowhere"}
+    )
+    assert status == 400 and field_of(body) == {"email", "timezone"}
+    status, body = await stack.call("POST", "/users", raw=b"[]")
+    assert status == 400 and field_of(body) == {"body"}
