@@ -84,7 +84,9 @@ async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> 
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'case':36} {'notification_id':36} {'status':14} {'attempts':>8} {'receipts':>8} {'POST->receipt':>13}  detail"
+    columns = ("case", 36), ("notification_id", 36), ("status", 14), ("attempts", -8), ("receipts", -8)
+    header = " ".join(f"{name:>{-w}}" if w < 0 else f"{name:{w}}" for name, w in columns)
+    header += f" {'POST->receipt':>13}  detail"
     print("\n" + header + "\n" + "-" * len(header))
     for row in rows:
         doc = row.get("doc", {})
