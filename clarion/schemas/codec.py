@@ -6,6 +6,7 @@ and drops a value it cannot decode, while clarion must send it to the DLQ with a
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -65,7 +66,7 @@ def decode(model: type[R], raw: bytes | None) -> R:
 def _conforms(value: Any, ftype: Any) -> bool:
     """Shallow JSON type check of `value` against a record field annotation."""
     origin = typing.get_origin(ftype)
-    if origin is typing.Union:
+    if origin in (typing.Union, types.UnionType):
         return any(_conforms(value, arg) for arg in typing.get_args(ftype))
     base = origin or ftype
     if base is type(None):
