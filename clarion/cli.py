@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
     sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
     sim = sub.add_parser("simulator", help="the provider simulator")
+    sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9900)
     sim.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from clarion.providers.simulator import Simulator
 
-        web.run_app(Simulator(latency_ms=args.latency_ms).app, host="127.0.0.1", port=args.port)
+        web.run_app(Simulator(latency_ms=args.latency_ms).app, host=args.host, port=args.port)
 
 
 async def _dev(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ def dev_settings(base: Settings, kafka: str, redis: str, sim_url: str, run_dir: 
         outcome_partitions=min(base.outcome_partitions, 4),
         session_timeout_s=6.0,
         heartbeat_interval_s=1.0,
+        fetch_max_wait_ms=10,
         retry_base_delay_s=1.0,
         data_dir=str(run_dir / "data"),
         web_port=free_port() if base.web_port == Settings.web_port else base.web_port,

@@ -51,6 +51,16 @@ class Stack:
             **kw,
         }
 
+    async def wait_worker_template(self, template_id: str, latest: int, timeout_s: float = 10) -> None:
+        url = f"http://127.0.0.1:{self.settings.web_port}/templates/{template_id}/"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            async with self.http.get(url) as resp:
+                if resp.status == 200 and (await resp.json())["latest"] == latest:
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"worker never held {template_id}@{latest}")
+
     async def wait_status(self, nid: str, want: set[str], timeout_s: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -162,9 +172,14 @@ async def test_post_template_versions_are_immutable(stack: Stack) -> None:
     assert status == 409 and field_of(body) == {"version"}
     status, body = await stack.call("POST", "/template", {**TEMPLATE, "version": 2, "sms_body": "v2 {{ code }}"})
     assert status == 201
-    nid = (await stack.call("POST", "/notif", stack.notif(channels=["sms"])))[1]["notification_id"]
-    await stack.wait_status(nid, {"sent"})
-    assert [d["body"] for d in stack.sim.state.deliveries if d["nid"] == nid] == ["v2 1234"]
+    # "latest" is what the worker knows when it routes: wait until it holds v2.
+    await stack.wait_worker_template("otp", latest=2)
+    latest = (await stack.call("POST", "/notif", stack.notif(channels=["sms"])))[1]["notification_id"]
+    pinned = (await stack.call("POST", "/notif", stack.notif(channels=["sms"], template_version=1)))[1]
+    for nid in (latest, pinned["notification_id"]):
+        await stack.wait_status(nid, {"sent"})
+    assert [d["body"] for d in stack.sim.state.deliveries if d["nid"] == latest] == ["v2 1234"]
+    assert [d["body"] for d in stack.sim.state.deliveries if d["nid"] == pinned["notification_id"]] == ["Code 1234"]
 
 
 async def test_post_template_rejects_broken_jinja_and_bad_shape(stack: Stack) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from typing import Any
+
 import faust
 
 from clarion.logs import LOGGING_CONFIG
@@ -19,7 +22,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
         datadir=s.data_dir,
         web_host=s.web_host,
         web_port=s.web_port,
-        canonical_url=f"http://{s.web_host}:{s.web_port}",
+        canonical_url=canonical_url(s),
         web_tables_enabled=False,
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=s.heartbeat_interval_s,
@@ -28,6 +31,32 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
         logging_config=LOGGING_CONFIG,
         producer_linger_ms=1,
     )
+    _set_fetch_max_wait(s.fetch_max_wait_ms)
     topo = wire(app, s)
 
     return app, topo
+
+
+def canonical_url(s: Settings) -> str:
+    """The URL other workers use to reach this one's web server (table routing)."""
+    if s.canonical_url:
+        return s.canonical_url
+    host = socket.gethostname() if s.web_host in ("0.0.0.0", "::") else s.web_host
+    return f"http://{host}:{s.web_port}"
+
+
+def _set_fetch_max_wait(ms: int) -> None:
+    """faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it."""
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_clarion_wrapped", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read by the fetcher that start() creates
+        return consumer
+
+    create._clarion_wrapped = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create

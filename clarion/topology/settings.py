@@ -21,6 +21,7 @@ class Settings:
     data_dir: str = "./var/data"
     web_host: str = "127.0.0.1"
     web_port: int = 6066  # the worker's faust web (status pages)
+    canonical_url: str = ""  # how other workers reach this one; default from web_host/hostname
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     status_url: str = ""  # where the API finds a worker's status pages; default: this worker
@@ -34,6 +35,7 @@ class Settings:
     provider_timeout_s: float = 10.0
     session_timeout_s: float = 60.0
     heartbeat_interval_s: float = 3.0
+    fetch_max_wait_ms: int = 500  # faust hard-codes 1500; Tansu holds fetches that long (README)
     apns_url: str = "https://api.push.apple.com"
     apns_topic: str = "com.example.app"
     apns_bearer: str = ""

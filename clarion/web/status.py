@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from faust.web import Request, Response, View
 
 from clarion.tables.status import attempts
+from clarion.tables.templates import latest_key
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
@@ -40,6 +41,15 @@ def register_status_pages(topo: Topology) -> None:
         if doc is None:
             return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
         return web.json(public_status(doc))
+
+    @app.page("/templates/{template_id}/", name="clarion.templates")
+    async def template_versions(web: View, request: Request, template_id: str) -> Response:
+        """The versions of a template this worker can render (templates are not personal data)."""
+        latest = topo.templates.get(latest_key(template_id))
+        if latest is None:
+            return web.json({"error": "unknown template", "template_id": template_id}, status=404)
+        versions = [v for v in range(1, latest + 1) if topo.templates.get(f"{template_id}@{v}") is not None]
+        return web.json({"template_id": template_id, "latest": latest, "versions": versions})
 
     @app.page("/ready", name="clarion.ready")
     async def ready(web: View, request: Request) -> Response:
