@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check clarion tests
 
 bench: $(STAMP)
-	@echo "benchmarks arrive with the benchmark issue; nothing to run yet"
+	$(BIN)/python bench/critical_latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument("--no-demo", action="store_true")
     dev.add_argument("--exit", action="store_true", help="stop after the demo")
     sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
+    sub.add_parser("topics", help="print the topic catalog for the current settings")
     sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
     sim = sub.add_parser("simulator", help="the provider simulator")
     sim.add_argument("--host", default="127.0.0.1")
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "worker":
         os.execvp(sys.executable, [sys.executable, "-m", "faust", "-A", "clarion.app", "worker", "-l", "info"])
-    if args.command == "dev":
+    if args.command == "topics":
+        print_catalog(Settings.from_env())
+    elif args.command == "dev":
         asyncio.run(_dev(args))
     elif args.command == "api":
         from aiohttp import web
@@ -44,6 +47,17 @@ def main(argv: list[str] | None = None) -> None:
         from clarion.providers.simulator import Simulator
 
         web.run_app(Simulator(latency_ms=args.latency_ms).app, host=args.host, port=args.port)
+
+
+def print_catalog(settings: Settings) -> None:
+    from clarion.topology.catalog import catalog
+
+    print("| topic | partitions | key | value | cleanup | purpose |\n|---|---|---|---|---|---|")
+    for spec in catalog(settings).values():
+        policy = "compact" if spec.compacted else "delete"
+        print(
+            f"| `{spec.topic}` | {spec.partitions} | {spec.key} | `{spec.value.__name__}` | {policy} | {spec.purpose} |"
+        )
 
 
 async def _dev(args: argparse.Namespace) -> None:
