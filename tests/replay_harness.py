@@ -4,7 +4,9 @@ A scenario is JSON lines, applied in order:
   {"input": "<catalog topic>", "key": "...", "value": {...}}   produce a record
   {"input": "<catalog topic>", "key": "...", "raw": "..."}     produce raw bytes (poison)
   {"fault": {"channel": ..., "kind": ..., "address": ..., "times": n}}   simulator fault
+  {"settings": {...}}   settings overrides for this scenario's worker
   {"barrier": {"users": n, "templates": n}}   wait until the worker folded that many keys
+  {"tombstones": {"idempotency": n}}   wait until that many keys were deleted from a table
   {"expect": "outcomes" | "dlq", "value": {...}}   an expected output record
   {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
 Outputs are compared exactly, as multisets, after dropping timestamps and trace ids;
@@ -34,13 +36,17 @@ MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
 @dataclass
 class Scenario:
     steps: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
     expected: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"outcomes": [], "dlq": []})
     receipts: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
         lines = [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        scenario = cls(steps=[line for line in lines if "expect" not in line and "receipt" not in line])
+        steps = [line for line in lines if not {"expect", "receipt", "settings"} & line.keys()]
+        scenario = cls(steps=steps)
+        for line in lines:
+            scenario.settings.update(line.get("settings", {}))
         for line in lines:
             if "expect" in line:
                 scenario.expected[line["expect"]].append(normalize(line["expect"], line["value"]))
@@ -66,24 +72,24 @@ def canonical(records: list[dict[str, Any]]) -> list[str]:
     return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS).decode() for r in records)
 
 
-async def changelog_keys(bootstrap: str, topic: str) -> int:
-    """Distinct keys on a changelog topic right now (0 while it does not exist)."""
+async def changelog_state(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
+    """The latest value per key on a changelog topic right now (None: a tombstone)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         if topic not in await consumer.topics():
-            return 0
+            return {}
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
-        keys = set()
+        state: dict[bytes, bytes | None] = {}
         while True:
             positions = [await consumer.position(tp) for tp in parts]
             if all(pos >= end[tp] for pos, tp in zip(positions, parts, strict=True)):
-                return len(keys)
+                return state
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                keys.update(r.key for r in records)
+                state.update((r.key, r.value) for r in records)
     finally:
         await consumer.stop()
 
@@ -111,17 +117,25 @@ class Replayer:
 
                     self.sim.state.faults.append(Fault(**step["fault"]))
                 elif "barrier" in step:
-                    await self.barrier(step["barrier"])
+                    await self.barrier(step["barrier"], live=True)
+                elif "tombstones" in step:
+                    await self.barrier(step["tombstones"], live=False)
         finally:
             await producer.stop()
 
-    async def barrier(self, counts: dict[str, int], timeout_s: float = 60.0) -> None:
+    async def barrier(self, counts: dict[str, int], live: bool, timeout_s: float = 60.0) -> None:
+        """Wait until each table's changelog holds `n` live keys (or `n` tombstones)."""
         deadline = time.monotonic() + timeout_s
         for table, want in counts.items():
             topic = f"{self.settings.app_id}-{table}-changelog"
-            while (have := await changelog_keys(self.bootstrap, topic)) < want:
+            while True:
+                state = await changelog_state(self.bootstrap, topic)
+                have = sum((value is not None) == live for value in state.values())
+                if have >= want:
+                    break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{table} table holds {have} keys, waiting for {want}")
+                    kind = "live keys" if live else "tombstones"
+                    raise TimeoutError(f"{table} changelog has {have} {kind}, waiting for {want}")
                 await asyncio.sleep(0.2)
 
     def _strip_prefix(self, record: dict[str, Any]) -> dict[str, Any]:

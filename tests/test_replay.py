@@ -16,8 +16,8 @@ SCENARIOS = sorted((Path(__file__).parent / "replay").glob("*.jsonl"))
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 async def test_replay(path: Path, broker, redis_server, simulator, tmp_path: Path) -> None:
     sim, sim_url = simulator
-    settings = test_settings(broker, redis_server.url, sim_url, tmp_path)
     scenario = Scenario.load(path)
+    settings = test_settings(broker, redis_server.url, sim_url, tmp_path, **scenario.settings)
     replayer = Replayer(settings, sim)
     await replayer.prepare()
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
