@@ -52,6 +52,7 @@ async def main(sequential: int, burst: int) -> None:
             session_timeout_s=6,
             heartbeat_interval_s=1,
             fetch_max_wait_ms=10,
+            producer_max_batch_bytes=1,
             data_dir=str(tmp / "data"),
             web_port=free_port(),
             api_port=free_port(),

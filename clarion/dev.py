@@ -33,6 +33,7 @@ def dev_settings(base: Settings, kafka: str, redis: str, sim_url: str, run_dir: 
         session_timeout_s=6.0,
         heartbeat_interval_s=1.0,
         fetch_max_wait_ms=10,
+        producer_max_batch_bytes=1,
         retry_base_delay_s=1.0,
         data_dir=str(run_dir / "data"),
         web_port=free_port() if base.web_port == Settings.web_port else base.web_port,

@@ -49,6 +49,7 @@ def test_settings(
         session_timeout_s=6.0,
         heartbeat_interval_s=1.0,
         fetch_max_wait_ms=10,
+        producer_max_batch_bytes=1,
         retry_base_delay_s=0.2,
         retry_max_delay_s=1.0,
         max_attempts=3,

@@ -5,7 +5,7 @@ A scenario is JSON lines, applied in order:
   {"input": "<catalog topic>", "key": "...", "raw": "..."}     produce raw bytes (poison)
   {"fault": {"channel": ..., "kind": ..., "address": ..., "times": n}}   simulator fault
   {"settings": {...}}   settings overrides for this scenario's worker
-  {"barrier": {"users": n, "templates": n}}   wait until the worker folded that many keys
+  {"barrier": {"users": n, "templates": n}}   wait until the worker holds that many users / template versions
   {"tombstones": {"idempotency": n}}   wait until that many keys were deleted from a table
   {"expect": "outcomes" | "dlq", "value": {...}}   an expected output record
   {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -105,7 +106,7 @@ class Replayer:
         await ensure_topics(self.bootstrap, list(self.specs.values()))
 
     async def feed(self, scenario: Scenario) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", max_batch_size=1)
         await producer.start()
         try:
             for step in scenario.steps:
@@ -129,14 +130,25 @@ class Replayer:
         for table, want in counts.items():
             topic = f"{self.settings.app_id}-{table}-changelog"
             while True:
-                state = await changelog_state(self.bootstrap, topic)
-                have = sum((value is not None) == live for value in state.values())
+                if table == "templates":  # not a faust table: ask the worker what it holds
+                    have = await self.worker_template_versions()
+                else:
+                    state = await changelog_state(self.bootstrap, topic)
+                    have = sum((value is not None) == live for value in state.values())
                 if have >= want:
                     break
                 if time.monotonic() > deadline:
                     kind = "live keys" if live else "tombstones"
                     raise TimeoutError(f"{table} changelog has {have} {kind}, waiting for {want}")
                 await asyncio.sleep(0.2)
+
+    async def worker_template_versions(self) -> int:
+        url = f"http://127.0.0.1:{self.settings.web_port}/templates/"
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                return len((await resp.json())["versions"]) if resp.status == 200 else 0
+        except aiohttp.ClientError:
+            return 0
 
     def _strip_prefix(self, record: dict[str, Any]) -> dict[str, Any]:
         if "source_topic" in record:

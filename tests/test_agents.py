@@ -67,7 +67,8 @@ def request(nid: str, key: str = "k1", **kw: Any) -> NotificationRequest:
 
 async def test_dedupe_route_emits_tasks_then_flags_the_duplicate(wired) -> None:
     app, topo, sent = wired
-    await put(app, "clarion.templates.table", TEMPLATE.key, TEMPLATE)
+    topo.templates.add(TEMPLATE)
+    topo.templates.ready.set()
     await put(app, "clarion.users.table", "u1", UserProfile(user_id="u1", phone="+14155550100"))
     assert topo.templates["w@latest"] == 1 and topo.users["u1"]["phone"] == "+14155550100"
 
@@ -119,7 +120,8 @@ async def delivering(wired, simulator):
 
     topo.settings = replace(topo.settings, twilio_url=url, twilio_auth_token="t")
     topo._ledger = LocalLedger(60)
-    topo.templates.data[TEMPLATE.key] = TEMPLATE.asdict()
+    topo.templates.add(TEMPLATE)
+    topo.templates.ready.set()
     yield topo, sent, sim
     await topo.close()
 

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def register_all(topo: Topology) -> None:
-    from clarion.agents import dedupe, deliver, outcomes, retry, templates, users
+    from clarion.agents import dedupe, deliver, outcomes, retry, users
 
-    for stage in (users, templates, dedupe, deliver, retry, outcomes):
+    for stage in (users, dedupe, deliver, retry, outcomes):
         stage.register(topo)

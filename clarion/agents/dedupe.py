@@ -29,6 +29,7 @@ def register(topo: Topology) -> None:
     window = IdempotencyWindow(topo.idempotency, topo.settings.dedupe_window_s)
 
     async def handle(request: NotificationRequest, ev: faust.EventT) -> None:
+        await topo.templates.ready.wait()
         now = time.time()
         key = dedupe_key(request.client_id, request.idempotency_key)
         first = window.first_seen(key, now)

@@ -46,6 +46,7 @@ def _register_lane(topo: Topology, source: str) -> None:
 
 async def deliver(topo: Topology, task: DeliveryTask) -> None:
     """One attempt at one delivery, ending in an outcome (and a retry or DLQ entry)."""
+    await topo.templates.ready.wait()
     now = time.time()
     base = {"channel": task.channel, "delivery_id": task.delivery_id, "attempt": task.attempt}
     if task.expires_at is not None and now >= task.expires_at:

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
         consumer_auto_offset_reset="earliest",
         logging_config=LOGGING_CONFIG,
         producer_linger_ms=1,
+        producer_max_batch_size=s.producer_max_batch_bytes,
     )
     _set_fetch_max_wait(s.fetch_max_wait_ms)
     topo = wire(app, s)

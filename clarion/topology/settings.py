@@ -35,6 +35,7 @@ class Settings:
     provider_timeout_s: float = 10.0
     session_timeout_s: float = 60.0
     heartbeat_interval_s: float = 3.0
+    producer_max_batch_bytes: int = 16384  # 1 on Tansu: one record per batch (README)
     fetch_max_wait_ms: int = 500  # faust hard-codes 1500; Tansu holds fetches that long (README)
     apns_url: str = "https://api.push.apple.com"
     apns_topic: str = "com.example.app"

@@ -18,6 +18,7 @@ from clarion.providers.registry import build_clients
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.ledger import DeliveryLedger, LocalLedger, RedisLedger
+from clarion.tables.templates_view import TemplatesView
 from clarion.topology.catalog import TopicSpec, catalog
 from clarion.topology.settings import Settings
 
@@ -42,11 +43,12 @@ class Topology:
             )
             for name, spec in self.specs.items()
         }
-        table = {"schema": faust.Schema(key_serializer="raw", value_serializer="orjson")}
+        # Raw keys: table routing hashes the changelog key, which must match the source topic's.
+        table = {"key_type": bytes}
         self.idempotency = app.Table("idempotency", partitions=settings.critical_partitions, **table)
         self.users = app.Table("users", partitions=settings.critical_partitions, **table)
         self.status = app.Table("status", partitions=settings.outcome_partitions, **table)
-        self.templates = app.GlobalTable("templates", partitions=1, **table)
+        self.templates = TemplatesView(settings.bootstrap_servers, self.specs["templates"].topic)
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
 
@@ -68,6 +70,7 @@ class Topology:
         return self._ledger
 
     async def close(self) -> None:
+        await self.templates.stop()
         for client in (self._clients or {}).values():
             await client.close()
         if self._ledger is not None:
@@ -118,6 +121,10 @@ def wire(app: faust.App, settings: Settings) -> Topology:
     topo = Topology(app, settings)
     register_all(topo)
     register_status_pages(topo)
+
+    @app.task
+    async def read_templates() -> None:
+        await topo.templates.start()
 
     @app.on_before_shutdown.connect
     async def close_clients(app: faust.App, **kwargs: Any) -> None:

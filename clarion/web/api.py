@@ -22,10 +22,10 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import NotificationRequest
 from clarion.schemas.validation import ValidationFailed, validate_notification, validate_template, validate_user
 from clarion.tables.templates import RenderError, check_template, render, resolve
+from clarion.tables.templates_view import TemplatesView
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import catalog
 from clarion.topology.settings import Settings
-from clarion.web.templates_view import TemplatesView
 
 log = logging.getLogger("clarion.api")
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -162,7 +162,12 @@ def create_api(settings: Settings) -> web.Application:
 
     async def lifecycle(app: web.Application) -> Any:
         await ensure_topics(settings.bootstrap_servers, list(specs.values()))
-        app[PRODUCER] = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=1)
+        app[PRODUCER] = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            acks="all",
+            linger_ms=1,
+            max_batch_size=settings.producer_max_batch_bytes,
+        )
         await app[PRODUCER].start()
         app[TEMPLATES] = TemplatesView(settings.bootstrap_servers, specs["templates"].topic)
         await app[TEMPLATES].start()

@@ -48,14 +48,24 @@ def register_status_pages(topo: Topology) -> None:
         latest = topo.templates.get(latest_key(template_id))
         if latest is None:
             return web.json({"error": "unknown template", "template_id": template_id}, status=404)
-        versions = [v for v in range(1, latest + 1) if topo.templates.get(f"{template_id}@{v}") is not None]
+        versions = [v for v in range(1, latest + 1) if f"{template_id}@{v}" in topo.templates]
         return web.json({"template_id": template_id, "latest": latest, "versions": versions})
+
+    @app.page("/templates/", name="clarion.templates_summary")
+    async def templates_summary(web: View, request: Request) -> Response:
+        versions = sorted(k for k in topo.templates if not k.endswith("@latest"))
+        return web.json({"ready": topo.templates.ready.is_set(), "versions": versions})
 
     @app.page("/ready", name="clarion.ready")
     async def ready(web: View, request: Request) -> Response:
         """200 once the worker holds partitions and is not rebalancing or recovering."""
         actives = app.assignor.assigned_actives()
-        ok = bool(actives) and not app.rebalancing and app.tables.recovery.completed.is_set()
+        ok = (
+            bool(actives)
+            and not app.rebalancing
+            and app.tables.recovery.completed.is_set()
+            and topo.templates.ready.is_set()
+        )
         return web.json({"ready": ok, "partitions": len(actives)}, status=200 if ok else 503)
 
     @app.page("/healthz", name="clarion.healthz")

@@ -1,4 +1,9 @@
-"""Every API process's view of the templates topic: tailed from the start, kept in memory."""
+"""The templates every process holds: the compacted templates topic, tailed into memory.
+
+API processes and workers both use it. It replaces a faust GlobalTable, which in a
+two-worker test never reached the worker that did not own the templates partition.
+Templates are few and small; a restart simply reads the topic again.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from clarion.schemas.codec import PoisonMessage, decode
 from clarion.schemas.records import TemplateVersion
 from clarion.tables.templates import latest_key
 
-log = logging.getLogger("clarion.api.templates")
+log = logging.getLogger("clarion.templates")
 
 
 class TemplatesView(dict):
@@ -25,6 +30,7 @@ class TemplatesView(dict):
         self.topic = topic
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set once the topic has been read to its end
 
     def add(self, template: TemplateVersion) -> None:
         self[template.key] = template
@@ -42,6 +48,7 @@ class TemplatesView(dict):
         end = (await self._consumer.end_offsets([tp]))[tp]
         while await self._consumer.position(tp) < end:
             await self._poll(timeout_ms=200)
+        self.ready.set()
         self._task = asyncio.create_task(self._follow())
 
     async def _poll(self, timeout_ms: int) -> None:
@@ -52,7 +59,13 @@ class TemplatesView(dict):
                 try:
                     self.add(decode(TemplateVersion, record.value))
                 except PoisonMessage as exc:
-                    event(log, "skipping bad template record", level=logging.WARNING, reason=str(exc))
+                    event(
+                        log,
+                        "unreadable template record skipped",
+                        level=logging.ERROR,
+                        reason=str(exc),
+                        offset=record.offset,
+                    )
 
     async def _follow(self) -> None:
         while True:
