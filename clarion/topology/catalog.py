@@ -66,7 +66,7 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
             "template_id@version",
             TemplateVersion,
             True,
-            "Template versions; read into a global table every worker holds.",
+            "Template versions; tailed into memory by every worker and API process.",
         ),
         TopicSpec(
             "critical.requests",
