@@ -19,6 +19,7 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.ledger import DeliveryLedger, LocalLedger, RedisLedger
 from clarion.tables.templates_view import TemplatesView
+from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import TopicSpec, catalog
 from clarion.topology.settings import Settings
 
@@ -123,7 +124,9 @@ def wire(app: faust.App, settings: Settings) -> Topology:
     register_status_pages(topo)
 
     @app.task
-    async def read_templates() -> None:
+    async def prepare() -> None:
+        # faust declares only topics it consumes; the DLQ and templates need creating too.
+        await ensure_topics(settings.bootstrap_servers, list(topo.specs.values()))
         await topo.templates.start()
 
     @app.on_before_shutdown.connect
