@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from clarion.providers.simulator import start_simulator
-from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator, tuned_for_tansu
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
@@ -45,28 +45,14 @@ async def main(sequential: int, burst: int) -> None:
         sim, sim_runner = await start_simulator("127.0.0.1", sim_port)
         url = f"http://127.0.0.1:{sim_port}"
         s = Settings(
-            kafka=broker.bootstrap,
             redis=redis.url,
             critical_partitions=4,
             outcome_partitions=4,
-            session_timeout_s=6,
-            heartbeat_interval_s=1,
-            fetch_max_wait_ms=10,
-            producer_max_batch_bytes=1,
             data_dir=str(tmp / "data"),
             web_port=free_port(),
             api_port=free_port(),
-            apns_url=url,
-            fcm_url=url,
-            ses_url=url,
-            twilio_url=url,
-            apns_bearer="b",
-            fcm_bearer="b",
-            ses_access_key="k",
-            ses_secret_key="s",
-            twilio_auth_token="t",
-            twilio_status_callback="http://127.0.0.1:9/cb",
         )
+        s = pointed_at_simulator(tuned_for_tansu(s, broker.bootstrap), url)
         runner = web.AppRunner(create_api(s), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", s.api_port).start()

@@ -16,39 +16,26 @@ from clarion.demo import run_demo
 from clarion.providers.simulator import start_simulator
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import catalog
-from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator, tuned_for_tansu
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
 
 
-def dev_settings(base: Settings, kafka: str, redis: str, sim_url: str, run_dir: Path) -> Settings:
-    """Small partition counts and fast group joins for one machine (documented in the README)."""
-    return replace(
+def dev_settings(base: Settings, bootstrap: str | None, redis: str, sim_url: str, run_dir: Path) -> Settings:
+    """Small partition counts for one machine, the simulator, and Tansu's needs when embedded."""
+    settings = replace(
         base,
-        kafka=kafka,
         redis=redis,
         critical_partitions=min(base.critical_partitions, 4),
         outcome_partitions=min(base.outcome_partitions, 4),
-        session_timeout_s=6.0,
-        heartbeat_interval_s=1.0,
-        fetch_max_wait_ms=10,
-        producer_max_batch_bytes=1,
         retry_base_delay_s=1.0,
         data_dir=str(run_dir / "data"),
         web_port=free_port() if base.web_port == Settings.web_port else base.web_port,
-        apns_url=sim_url,
-        fcm_url=sim_url,
-        ses_url=sim_url,
-        twilio_url=sim_url,
-        apns_bearer=base.apns_bearer or "dev-apns-jwt",
-        fcm_bearer=base.fcm_bearer or "dev-fcm-token",
-        ses_access_key=base.ses_access_key or "AKIDDEV",
-        ses_secret_key=base.ses_secret_key or "dev",
-        twilio_auth_token=base.twilio_auth_token or "dev",
-        twilio_status_callback=base.twilio_status_callback
-        or f"http://{base.api_host}:{base.api_port}/callbacks/twilio",
     )
+    if bootstrap is not None:
+        settings = tuned_for_tansu(settings, bootstrap)
+    return pointed_at_simulator(settings, sim_url)
 
 
 async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool = True) -> None:
@@ -66,7 +53,7 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
         sim_port = free_port()
         sim, sim_runner = await start_simulator("127.0.0.1", sim_port, latency_ms=5)
         settings = dev_settings(
-            base, base.kafka or broker.bootstrap, base.redis or redis.url, f"http://127.0.0.1:{sim_port}", run_dir
+            base, broker.bootstrap if broker else None, base.redis or redis.url, f"http://127.0.0.1:{sim_port}", run_dir
         )
         print(f"provider simulator on http://127.0.0.1:{sim_port}")
         await ensure_topics(settings.bootstrap_servers, list(catalog(settings).values()))

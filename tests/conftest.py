@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from clarion.providers.simulator import Simulator, start_simulator
-from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from clarion.topology.embedded import (
+    EmbeddedBroker,
+    EmbeddedRedis,
+    free_port,
+    pointed_at_simulator,
+    tuned_for_tansu,
+)
 from clarion.topology.settings import Settings
 
 
@@ -42,14 +48,9 @@ def test_settings(
     base = Settings(
         app_id=name,
         topic_prefix=name,
-        kafka=broker.bootstrap,
         redis=redis_url,
         critical_partitions=2,
         outcome_partitions=2,
-        session_timeout_s=6.0,
-        heartbeat_interval_s=1.0,
-        fetch_max_wait_ms=10,
-        producer_max_batch_bytes=1,
         retry_base_delay_s=0.2,
         retry_max_delay_s=1.0,
         max_attempts=3,
@@ -57,17 +58,8 @@ def test_settings(
         data_dir=str(tmp_path / "data"),
         web_port=free_port(),
         api_port=free_port(),
-        apns_url=sim_url,
-        fcm_url=sim_url,
-        ses_url=sim_url,
-        twilio_url=sim_url,
-        apns_bearer="test-jwt",
-        fcm_bearer="test-token",
-        ses_access_key="AKIDTEST",
-        ses_secret_key="secret",
-        twilio_auth_token="token",
-        twilio_status_callback="http://127.0.0.1:9/callbacks/twilio",
     )
+    base = pointed_at_simulator(tuned_for_tansu(base, broker.bootstrap), sim_url)
     return replace(base, **overrides)
 
 

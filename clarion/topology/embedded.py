@@ -8,7 +8,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+
+from clarion.topology.settings import Settings
 
 
 def free_port() -> int:
@@ -121,3 +124,33 @@ class EmbeddedRedis(EmbeddedProcess):
             "--appendonly",
             "no",
         ]
+
+
+def tuned_for_tansu(settings: Settings, bootstrap: str) -> Settings:
+    """Point at an embedded Tansu broker, with the settings its quirks need (README)."""
+    return replace(
+        settings,
+        kafka=bootstrap,
+        session_timeout_s=6.0,  # Tansu holds a group join for half the session timeout
+        heartbeat_interval_s=1.0,
+        fetch_max_wait_ms=10,  # Tansu holds faust's fetches for the whole wait
+        producer_max_batch_bytes=1,  # Tansu's end offsets are wrong after multi-record batches
+    )
+
+
+def pointed_at_simulator(settings: Settings, sim_url: str) -> Settings:
+    """Every provider at the simulator, with placeholder credentials where none are set."""
+    s = settings
+    return replace(
+        s,
+        apns_url=sim_url,
+        fcm_url=sim_url,
+        ses_url=sim_url,
+        twilio_url=sim_url,
+        apns_bearer=s.apns_bearer or "sim-apns-jwt",
+        fcm_bearer=s.fcm_bearer or "sim-fcm-token",
+        ses_access_key=s.ses_access_key or "AKIDSIMULATOR",
+        ses_secret_key=s.ses_secret_key or "sim-secret",
+        twilio_auth_token=s.twilio_auth_token or "sim-token",
+        twilio_status_callback=s.twilio_status_callback or f"http://{s.api_host}:{s.api_port}/callbacks/twilio",
+    )
