@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -53,15 +53,12 @@ class Settings:
     twilio_auth_token: str = ""
     twilio_from: str = "+15550000000"
     twilio_status_callback: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Build settings from CLARION_<FIELD> variables; keyword overrides win."""
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             name = "CLARION_" + f.name.upper()
             if name not in os.environ:
                 continue

@@ -17,7 +17,7 @@ from clarion.topology.settings import Settings
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """CLARION_* variables that reproduce `settings` in a child process."""
-    return {"CLARION_" + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings) if f.name != "extra"}
+    return {"CLARION_" + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
 
 
 class WorkerProcess:

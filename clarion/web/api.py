@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -143,8 +144,6 @@ async def _produce(request: web.Request, name: str, key: str, value: bytes) -> N
 def create_api(settings: Settings) -> web.Application:
     """The API application; its startup connects the producer and reads the templates."""
     if not settings.status_url:
-        from dataclasses import replace
-
         settings = replace(settings, status_url=f"http://{settings.web_host}:{settings.web_port}")
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
