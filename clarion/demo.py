@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from clarion.providers.simulator import Simulator
+from clarion.providers.simulator import Fault, Simulator
 
 ALICE = {
     "user_id": "alice",
@@ -49,8 +49,6 @@ async def run_demo(api_url: str, sim: Simulator, timeout_s: float = 60.0) -> lis
             await _post(http, f"{api_url}/users", user)
         await asyncio.sleep(1.0)  # users are a separate topic: let the worker fold them first
         sim.state.faults.clear()
-        from clarion.providers.simulator import Fault
-
         sim.state.faults.append(Fault("sms", "transient", ALICE["phone"], times=2))
         rows = []
         for label, case in CASES:

@@ -14,8 +14,6 @@ from aiohttp import web
 
 from clarion.demo import run_demo
 from clarion.providers.simulator import start_simulator
-from clarion.topology.admin import ensure_topics
-from clarion.topology.catalog import catalog
 from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator, tuned_for_tansu
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess
@@ -56,7 +54,6 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
             base, broker.bootstrap if broker else None, base.redis or redis.url, f"http://127.0.0.1:{sim_port}", run_dir
         )
         print(f"provider simulator on http://127.0.0.1:{sim_port}")
-        await ensure_topics(settings.bootstrap_servers, list(catalog(settings).values()))
         worker = WorkerProcess(settings, run_dir / "worker.log").start()
         stack.callback(worker.stop)
         api_runner = web.AppRunner(create_api(settings), access_log=None)

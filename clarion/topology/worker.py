@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from clarion.topology.embedded import stop_process
 from clarion.topology.settings import Settings
 
 
@@ -57,11 +58,4 @@ class WorkerProcess:
         raise TimeoutError(f"worker not ready after {timeout_s}s; see {self.log_path}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout_s)
