@@ -55,9 +55,8 @@ def print_catalog(settings: Settings) -> None:
     print("| topic | partitions | key | value | cleanup | purpose |\n|---|---|---|---|---|---|")
     for spec in catalog(settings).values():
         policy = "compact" if spec.compacted else "delete"
-        print(
-            f"| `{spec.topic}` | {spec.partitions} | {spec.key} | `{spec.value.__name__}` | {policy} | {spec.purpose} |"
-        )
+        value = f"`{spec.value.__name__}`" + (" or an array of them" if spec.batched else "")
+        print(f"| `{spec.topic}` | {spec.partitions} | {spec.key} | {value} | {policy} | {spec.purpose} |")
 
 
 async def _dev(args: argparse.Namespace) -> None:

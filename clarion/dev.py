@@ -14,7 +14,8 @@ from aiohttp import web
 
 from clarion.demo import run_demo
 from clarion.providers.simulator import start_simulator
-from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator, tuned_for_tansu
+from clarion.topology import tansu
+from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
@@ -32,7 +33,7 @@ def dev_settings(base: Settings, bootstrap: str | None, redis: str, sim_url: str
         web_port=free_port() if base.web_port == Settings.web_port else base.web_port,
     )
     if bootstrap is not None:
-        settings = tuned_for_tansu(settings, bootstrap)
+        settings = tansu.tuned(settings, bootstrap)
     return pointed_at_simulator(settings, sim_url)
 
 
@@ -45,6 +46,7 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
         if not base.kafka:
             broker = stack.enter_context(EmbeddedBroker())
             print(f"embedded Tansu broker on {broker.bootstrap}")
+            print(tansu.BANNER)
         if not base.redis:
             redis = stack.enter_context(EmbeddedRedis())
             print(f"embedded Redis on {redis.url}")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from clarion.providers.simulator import Simulator, start_simulator
+from clarion.topology import tansu
 from clarion.topology.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
     free_port,
     pointed_at_simulator,
-    tuned_for_tansu,
 )
 from clarion.topology.settings import Settings
 
@@ -59,7 +59,7 @@ def test_settings(
         web_port=free_port(),
         api_port=free_port(),
     )
-    base = pointed_at_simulator(tuned_for_tansu(base, broker.bootstrap), sim_url)
+    base = pointed_at_simulator(tansu.tuned(base, broker.bootstrap), sim_url)
     return replace(base, **overrides)
 
 

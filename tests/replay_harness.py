@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from clarion.schemas.records import DeadLetter, Outcome
+from clarion.schemas.records import DeadLetter, Outcome, asdict
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import catalog
 from clarion.topology.settings import Settings
@@ -58,7 +58,7 @@ class Scenario:
 
 def normalize(topic: str, value: dict[str, Any]) -> dict[str, Any]:
     """Full record with defaults filled, minus ignored fields; JSON payloads parsed."""
-    record = MODELS[topic](**value).asdict()
+    record = asdict(MODELS[topic](**value))
     if topic == "dlq":
         try:
             payload = orjson.loads(record["payload"])
@@ -106,7 +106,7 @@ class Replayer:
         await ensure_topics(self.bootstrap, list(self.specs.values()))
 
     async def feed(self, scenario: Scenario) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", max_batch_size=1)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         await producer.start()
         try:
             for step in scenario.steps:
@@ -171,7 +171,10 @@ class Replayer:
             while time.monotonic() < (settle_until or deadline):
                 for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                     name = topics[tp.topic]
-                    got[name].extend(self._strip_prefix(normalize(name, orjson.loads(r.value))) for r in records)
+                    for record in records:
+                        value = orjson.loads(record.value)  # one record, or a batch of them
+                        for item in value if isinstance(value, list) else [value]:
+                            got[name].append(self._strip_prefix(normalize(name, item)))
                 enough = all(len(got[n]) >= len(scenario.expected[n]) for n in MODELS)
                 if enough and settle_until is None:
                     settle_until = time.monotonic() + settle_s

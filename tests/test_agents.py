@@ -1,30 +1,69 @@
-"""Agents in faust's in-memory test context: no broker, sends recorded."""
+"""Agents in faust's in-memory test context: no broker, every record written is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 
-from clarion.agents.deliver import deliver
+from clarion.agents.deliver import deliver_batch
 from clarion.schemas import DeliveryTask, NotificationRequest, TemplateVersion, UserProfile, encode
+from clarion.schemas.codec import decode_batch, encode_batch
+from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.ledger import LocalLedger
 from clarion.topology.app import create_app
 from clarion.topology.settings import Settings
 
 TEMPLATE = TemplateVersion(template_id="w", version=1, sms_body="Hi {{ name }}")
+MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
 
 
 class Recorder(list):
-    async def __call__(self, name: str, key: str, record: Any) -> None:
-        self.append((name, key, record))
+    """Stands in for Topology.send_record; decodes what each catalog topic received."""
+
+    def __init__(self, topo: Any) -> None:
+        super().__init__()
+        self.topics = {spec.topic: name for name, spec in topo.specs.items()}
+
+    async def __call__(self, topic: str, key: bytes, value: bytes | None, partition: int | None) -> asyncio.Future:
+        self.append((self.topics.get(topic, topic), key, value, partition))
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut.set_result(Seen(offset=len(self)))
+        return fut
 
     def on(self, name: str) -> list[Any]:
-        return [record for topic, _, record in self if topic == name]
+        model = MODELS.get(name, DeliveryTask)
+        out: list[Any] = []
+        for topic, _, value, _ in self:
+            if topic == name:
+                items, poison = decode_batch(model, value)
+                assert not poison
+                out.extend(items)
+        return out
+
+
+class Seen(msgspec.Struct):
+    offset: int = 0
+
+
+class NoBroker:
+    """BrokerOffsets for a test context: every partition is empty and caught up."""
+
+    async def end_offsets(self, tps: Any) -> dict[Any, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def committed(self, group: str, tps: Any) -> dict[Any, int]:
+        return {}
+
+    async def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -42,14 +81,15 @@ def wired(tmp_path: Path) -> Iterator[tuple[Any, Any, Recorder]]:
     app.conf.store = "memory://"
     app.finalize()
     app.flow_control.resume()
-    recorder = Recorder()
-    topo.send = recorder
+    recorder = Recorder(topo)
+    topo.send_record = recorder
+    topo.offsets = NoBroker()
     yield app, topo, recorder
 
 
-async def put(app: Any, agent_name: str, key: str, record: Any) -> None:
+async def put(app: Any, agent_name: str, key: str, value: bytes) -> None:
     async with app.agents[agent_name].test_context() as agent:
-        await agent.put(encode(record), key=key.encode())
+        await agent.put(value, key=key.encode())
 
 
 def request(nid: str, key: str = "k1", **kw: Any) -> NotificationRequest:
@@ -69,8 +109,8 @@ async def test_dedupe_route_emits_tasks_then_flags_the_duplicate(wired) -> None:
     app, topo, sent = wired
     topo.templates.add(TEMPLATE)
     topo.templates.ready.set()
-    await put(app, "clarion.users.table", "u1", UserProfile(user_id="u1", phone="+14155550100"))
-    assert topo.templates["w@latest"] == 1 and topo.users["u1"]["phone"] == "+14155550100"
+    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    assert topo.templates["w@latest"] == 1 and b"+14155550100" in topo.users[b"u1"]
 
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
         await agent.put(encode(request("n1")), key=b"u1")
@@ -84,16 +124,48 @@ async def test_dedupe_route_emits_tasks_then_flags_the_duplicate(wired) -> None:
     ]
     [letter] = sent.on("dlq")
     assert letter.payload == "garbage" and letter.reason.startswith("undecodable")
+    changelog = [(key, value) for topic, key, value, _ in sent if topic.endswith("idempotency-changelog")]
+    assert [key for key, _ in changelog] == [b"c\x1fk1"], "one changelog record for the one new key"
+
+
+async def test_a_batch_record_is_routed_as_one_record_per_lane(wired) -> None:
+    app, topo, sent = wired
+    topo.templates.add(TEMPLATE)
+    topo.templates.ready.set()
+    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    batch = encode_batch(encode(request(f"n{i}", key=f"k{i}")) for i in range(5))
+    async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
+        await agent.put(batch, key=b"u1")
+    lane_records = [value for topic, _, value, _ in sent if topic == "critical.sms"]
+    assert len(lane_records) == 1 and len(orjson.loads(lane_records[0])) == 5
+    assert sorted(t.delivery_id for t in sent.on("critical.sms")) == [f"n{i}.sms.0" for i in range(5)]
+
+
+async def test_one_bad_item_in_a_batch_does_not_cost_the_others(wired) -> None:
+    app, topo, sent = wired
+    topo.templates.add(TEMPLATE)
+    topo.templates.ready.set()
+    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    batch = encode_batch([encode(request("n1")), b'{"notification_id": "n-bad"}', encode(request("n2", key="k2"))])
+    async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
+        await agent.put(batch, key=b"u1")
+    assert sorted(t.delivery_id for t in sent.on("critical.sms")) == ["n1.sms.0", "n2.sms.0"]
+    [letter] = sent.on("dlq")
+    assert letter.payload == '{"notification_id": "n-bad"}' and "client_id" in letter.reason
 
 
 async def test_outcomes_agent_folds_status(wired) -> None:
-    from clarion.schemas import Outcome
-
     app, topo, _ = wired
+    outcomes = [
+        Outcome(notification_id="n1", status="accepted", planned=1),
+        Outcome(notification_id="n1", status="sent", delivery_id="d", attempt=1),
+    ]
     async with app.agents["clarion.outcomes.status"].test_context() as agent:
-        await agent.put(encode(Outcome(notification_id="n1", status="accepted", planned=1)), key=b"n1")
-        await agent.put(encode(Outcome(notification_id="n1", status="sent", delivery_id="d", attempt=1)), key=b"n1")
-    assert topo.status["n1"]["status"] == "sent"
+        await agent.put(encode(outcomes[0]), key=b"n1")
+        await agent.put(encode(outcomes[1]), key=b"n1")
+        await agent.put(encode_batch([encode(Outcome(notification_id="n2", status="accepted", planned=0))]), key=b"n2")
+    assert orjson.loads(topo.status[b"n1"])["status"] == "sent"
+    assert orjson.loads(topo.status[b"n2"])["status"] == "failed"
 
 
 def task(attempt: int = 1, address: str = "+14155550100") -> DeliveryTask:
@@ -126,6 +198,12 @@ async def delivering(wired, simulator):
     await topo.close()
 
 
+async def deliver(topo: Any, *tasks: DeliveryTask) -> None:
+    out = topo.outbox()
+    await deliver_batch(topo, tasks, out)
+    await out.flush()
+
+
 async def test_deliver_sends_once_even_when_the_task_comes_back(delivering) -> None:
     topo, sent, sim = delivering
     t = task()
@@ -133,6 +211,17 @@ async def test_deliver_sends_once_even_when_the_task_comes_back(delivering) -> N
     await deliver(topo, t)  # a replay after a rebalance
     assert [d["body"] for d in sim.state.deliveries] == ["Hi Ann"]
     assert [o.status for o in sent.on("outcomes")] == ["sent", "sent"]
+
+
+async def test_a_batch_is_claimed_sent_and_reported_together(delivering) -> None:
+    topo, sent, sim = delivering
+    tasks = [task(address=f"+1415555{i:04d}") for i in range(20)]
+    await deliver(topo, *tasks)
+    assert sorted(d["address"] for d in sim.state.deliveries) == sorted(t.address for t in tasks)
+    assert len([v for name, _, v, _ in sent if name == "outcomes"]) <= topo.settings.outcome_partitions
+    assert sorted(o.delivery_id for o in sent.on("outcomes") if o.status == "sent") == sorted(
+        t.delivery_id for t in tasks
+    )
 
 
 async def test_transient_failure_schedules_a_backoff_retry(delivering) -> None:
@@ -162,7 +251,7 @@ async def test_last_attempt_goes_to_the_dlq(delivering) -> None:
 
 async def test_missing_param_fails_without_calling_the_provider(delivering) -> None:
     topo, sent, sim = delivering
-    t = task().derive(params={})
+    t = msgspec.structs.replace(task(), params={})
     await deliver(topo, t)
     [out] = sent.on("outcomes")
     assert out.status == "failed" and out.reason == "render_error: sms_body: 'name' is undefined"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from clarion.agents.route import plan
 from clarion.schemas import NotificationRequest, Outcome, TemplateVersion, UserProfile
+from clarion.schemas.records import asdict
 from clarion.tables.idempotency import IdempotencyWindow, dedupe_key
 from clarion.tables.status import fold
 
-TEMPLATES = {"w@1": TemplateVersion(template_id="w", version=1, push_body="hi", sms_body="hi").asdict(), "w@latest": 1}
+TEMPLATES = {"w@1": asdict(TemplateVersion(template_id="w", version=1, push_body="hi", sms_body="hi")), "w@latest": 1}
 USER = UserProfile(user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b" * 64], locale="fr")
 
 
@@ -85,22 +86,28 @@ def test_status_terminal_states() -> None:
     assert dead["status"] == "dead-lettered"
 
 
-class FakeChangelogTable(dict):
-    """A dict that records the tombstones a faust table would send."""
+class FakeWriter:
+    """A ChangelogWriter stand-in that records the tombstones it would send."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.data = self
-        self.tombstones: list[tuple[int, str]] = []
+        self.table = self
+        self.data: dict[bytes, bytes] = {}
+        self.tombstones: list[tuple[int, bytes]] = []
 
-    def send_changelog(self, partition: int, key: str, value: object, **kw: object) -> None:
-        assert value is None
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.data.pop(key, None)
         self.tombstones.append((partition, key))
 
 
 def test_idempotency_window_expires_and_prunes_only_owned_partitions() -> None:
-    table = FakeChangelogTable()
-    window = IdempotencyWindow(table, window_s=100)
+    writer = FakeWriter()
+    window = IdempotencyWindow(writer, window_s=100)
     a, b, c = dedupe_key("c", "a"), dedupe_key("c", "b"), dedupe_key("other", "a")
     window.remember(a, "n-a", partition=0, now=0)
     window.remember(b, "n-b", partition=1, now=0)
@@ -108,7 +115,7 @@ def test_idempotency_window_expires_and_prunes_only_owned_partitions() -> None:
     assert window.first_seen(a, now=50) == "n-a"
     assert window.first_seen(a, now=100) is None  # expired even before pruning
     assert a != c
-    removed = window.prune(table, owned={0}, now=150)
+    removed = window.prune(owned={0}, now=150)
     assert removed == 1
-    assert table.tombstones == [(0, a)]
-    assert set(table) == {b, c}
+    assert writer.tombstones == [(0, a)]
+    assert window.first_seen(c, now=150) == "n-c"

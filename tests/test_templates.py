@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clarion.schemas import TemplateVersion
+from clarion.schemas.records import asdict
 from clarion.schemas.validation import ValidationFailed
 from clarion.tables.templates import RenderError, check_template, render, resolve
 
@@ -57,7 +58,7 @@ def test_broken_jinja_is_rejected_per_part() -> None:
 
 
 def test_resolve_latest_and_pinned_versions() -> None:
-    table = {"w@1": T.asdict(), "w@2": {**T.asdict(), "version": 2, "sms_body": "v2"}, "w@latest": 2}
+    table = {"w@1": asdict(T), "w@2": {**asdict(T), "version": 2, "sms_body": "v2"}, "w@latest": 2}
     assert resolve(table, "w", None).version == 2
     assert resolve(table, "w", 1).sms_body == "S {{ name }}"
     assert resolve(table, "w", 3) is None

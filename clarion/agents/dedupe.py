@@ -1,50 +1,72 @@
 """Ingest: dedupe critical requests on the idempotency table, then route them.
 
 Requests are keyed by user_id, and the idempotency and users tables are co-partitioned
-with them, so both lookups are local reads and dedupe + route is one step.
+with them, so both lookups are local reads and dedupe + route is one step. A record
+holds one request or a batch of requests of one partition; the tasks it yields go out
+as one record per lane and partition, its outcomes as one record per outcome partition.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import faust
 
-from clarion.agents.guard import guarded
+from clarion.agents.guard import dead_letter_item, guarded
 from clarion.agents.route import plan
 from clarion.logs import event
+from clarion.schemas.codec import decode, encode
 from clarion.schemas.records import NotificationRequest, UserProfile
 from clarion.tables.idempotency import IdempotencyWindow, dedupe_key
+from clarion.topology.catalog import lane_topic
+from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
 SOURCE = "critical.requests"
+LANE = "critical"
 log = logging.getLogger("clarion.dedupe")
 
 
 def register(topo: Topology) -> None:
-    window = IdempotencyWindow(topo.idempotency, topo.settings.dedupe_window_s)
+    writer = topo.writer(topo.idempotency)
+    window = IdempotencyWindow(writer, topo.settings.dedupe_window_s)
 
-    async def handle(request: NotificationRequest, ev: faust.EventT) -> None:
-        await topo.templates.ready.wait()
-        now = time.time()
+    async def user_of(request: NotificationRequest, partition: int) -> UserProfile | None:
+        raw = topo.users.data.get(request.user_id.encode())
+        if raw is None and await topo.users_progress.caught_up(partition, request.accepted_at):
+            raw = topo.users.data.get(request.user_id.encode())  # it was folded while we waited
+        return decode(UserProfile, raw) if raw is not None else None
+
+    async def route_one(request: NotificationRequest, partition: int, now: float, out: Outbox) -> None:
         key = dedupe_key(request.client_id, request.idempotency_key)
         first = window.first_seen(key, now)
         if first is not None and first != request.notification_id:
-            await topo.outcome("duplicate", request, duplicate_of=first)
+            topo.outcome(out, "duplicate", request, duplicate_of=first)
             return
-        window.remember(key, request.notification_id, ev.message.partition, now)
-        profile = topo.users.get(request.user_id)
-        user = UserProfile(**profile) if profile else None
-        routed = plan(request, user, topo.templates, "critical", now)
-        await topo.outcome("accepted", request, planned=len(routed.tasks))
+        window.remember(key, request.notification_id, partition, now)
+        routed = plan(request, await user_of(request, partition), topo.templates, LANE, now)
+        topo.outcome(out, "accepted", request, planned=len(routed.tasks))
         for channel, reason in routed.failures:
-            await topo.outcome("failed", request, channel=channel, reason=reason)
+            topo.outcome(out, "failed", request, channel=channel, reason=reason)
         for task in routed.tasks:
-            await topo.send(f"critical.{task.channel}", task.user_id, task)
+            out.add(lane_topic(LANE, task.channel), task.user_id, encode(task))
+
+    async def handle(requests: Sequence[NotificationRequest], ev: faust.EventT, out: Outbox) -> None:
+        await topo.templates.ready.wait()
+        partition = ev.message.partition
+        await topo.users_progress.caught_up(partition)  # once per assignment: the users table is complete
+        now = topo.clock()
+        for request in requests:
+            try:
+                await route_one(request, partition, now, out)
+            except Exception as exc:
+                log.exception("routing failed for %s", request.notification_id)
+                dead_letter_item(topo, out, SOURCE, request, f"internal_error: {exc!r}", ev.key)
+        await writer.flush()
 
     @topo.app.agent(topo.topics[SOURCE], name="clarion.critical.dedupe_route")
     async def dedupe_route(stream: faust.StreamT) -> None:
@@ -54,6 +76,7 @@ def register(topo: Topology) -> None:
     async def prune_idempotency() -> None:
         source = topo.specs[SOURCE].topic
         owned = {tp.partition for tp in topo.app.assignor.assigned_actives() if tp.topic == source}
-        removed = window.prune(topo.idempotency, owned, time.time())
+        removed = window.prune(owned, topo.clock())
+        await writer.flush()
         if removed:
             event(log, "idempotency keys pruned", removed=removed)

@@ -1,20 +1,23 @@
-"""Retry: hold a failed delivery until its backoff has passed, then requeue it.
+"""Retry: hold failed deliveries until their backoff has passed, then requeue them.
 
 One topic per attempt number, each with one delay (base * 2**(n-1)), so every topic is
 FIFO by due time and waiting for the head never delays a message that is due earlier.
+A record holds the tasks one deliver batch retried; it waits for the last of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import faust
 
 from clarion.agents.guard import guarded
+from clarion.schemas.codec import encode
 from clarion.schemas.records import DeliveryTask
 from clarion.topology.catalog import lane_topic, retry_topic
+from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
@@ -26,11 +29,12 @@ def register(topo: Topology) -> None:
 
 
 def _register_tier(topo: Topology, source: str) -> None:
-    async def handle(task: DeliveryTask, ev: faust.EventT) -> None:
-        wait = task.not_before - time.time()
+    async def handle(tasks: Sequence[DeliveryTask], ev: faust.EventT, out: Outbox) -> None:
+        wait = max(task.not_before for task in tasks) - topo.clock()
         if wait > 0:
             await asyncio.sleep(wait)
-        await topo.send(lane_topic(task.lane, task.channel), task.user_id, task)
+        for task in tasks:
+            out.add(lane_topic(task.lane, task.channel), task.user_id, encode(task))
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)

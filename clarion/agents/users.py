@@ -1,28 +1,39 @@
-"""Users: fold the compacted users topic into the users table (co-partitioned with requests)."""
+"""Users: fold the compacted users topic into the users table (co-partitioned with requests).
+
+It also reports how far it has folded each partition, so the ingest stage can wait for
+a user whose upsert was acknowledged before the request (tables/users_progress.py).
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import faust
 
 from clarion.agents.guard import guarded
-from clarion.logs import event
+from clarion.schemas.codec import encode
 from clarion.schemas.records import UserProfile
+from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
 SOURCE = "users"
-log = logging.getLogger("clarion.users")
 
 
 def register(topo: Topology) -> None:
-    async def handle(user: UserProfile, ev: faust.EventT) -> None:
-        topo.users[user.user_id] = user.asdict()
-        event(log, "user profile stored", partition=ev.message.partition)
+    writer = topo.writer(topo.users)
+
+    async def handle(users: Sequence[UserProfile], ev: faust.EventT, out: Outbox) -> None:
+        partition = ev.message.partition
+        for user in users:
+            writer.set(partition, user.user_id.encode(), encode(user))
+        await writer.flush()
+
+    async def folded(ev: faust.EventT) -> None:
+        topo.users_progress.folded(ev.message.partition, ev.message.offset + 1)
 
     @topo.app.agent(topo.topics[SOURCE], name="clarion.users.table")
     async def users_table(stream: faust.StreamT) -> None:
-        await guarded(topo, SOURCE, stream, UserProfile, handle)
+        await guarded(topo, SOURCE, stream, UserProfile, handle, after=folded)

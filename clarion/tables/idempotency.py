@@ -7,52 +7,64 @@ expired entries, and `prune` deletes them with a changelog tombstone on that par
 
 from __future__ import annotations
 
-from collections.abc import Collection, MutableMapping
+from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 
-
-class ChangelogTable(Protocol):
-    """The part of a faust Table that pruning needs."""
-
-    data: MutableMapping[Any, Any]
-
-    def items(self) -> Any: ...
-    def send_changelog(
-        self, partition: int | None, key: Any, value: Any, key_serializer: Any = ..., value_serializer: Any = ...
-    ) -> Any: ...
+import msgspec
 
 
-def dedupe_key(client_id: str, idempotency_key: str) -> str:
+class Seen(msgspec.Struct, array_like=True):
+    """What the table holds per key: the first notification id, when, and its partition."""
+
+    nid: str
+    ts: float
+    p: int
+
+
+_decode = msgspec.json.Decoder(Seen).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class TableWriter(Protocol):
+    """The part of ChangelogWriter (or a stand-in) the window needs."""
+
+    table: Any
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def set(self, partition: int, key: bytes, value: bytes) -> None: ...
+    def delete(self, partition: int, key: bytes) -> None: ...
+
+
+def dedupe_key(client_id: str, idempotency_key: str) -> bytes:
     """The table key; a client's keys never collide with another client's."""
-    return f"{client_id}\x1f{idempotency_key}"
+    return f"{client_id}\x1f{idempotency_key}".encode()
 
 
 class IdempotencyWindow:
     """Remembers idempotency keys for `window_s` seconds."""
 
-    def __init__(self, table: MutableMapping[str, Any], window_s: float) -> None:
-        self.table = table
+    def __init__(self, writer: TableWriter, window_s: float) -> None:
+        self.writer = writer
         self.window_s = window_s
 
-    def first_seen(self, key: str, now: float) -> str | None:
+    def first_seen(self, key: bytes, now: float) -> str | None:
         """The notification_id that first used `key` within the window, else None."""
-        entry = self.table.get(key)
-        if entry is None or now - entry["ts"] >= self.window_s:
+        raw = self.writer.get(key)
+        if raw is None:
             return None
-        return entry["nid"]
+        seen = _decode(raw)
+        return seen.nid if now - seen.ts < self.window_s else None
 
-    def remember(self, key: str, notification_id: str, partition: int, now: float) -> None:
-        self.table[key] = {"nid": notification_id, "ts": now, "p": partition}
+    def remember(self, key: bytes, notification_id: str, partition: int, now: float) -> None:
+        self.writer.set(partition, key, _encode(Seen(notification_id, now, partition)))
 
-    def prune(self, table: ChangelogTable, owned: Collection[int], now: float) -> int:
+    def prune(self, owned: Collection[int], now: float) -> int:
         """Delete expired keys of the partitions this worker owns; returns how many."""
-        expired = [
-            (key, entry["p"])
-            for key, entry in list(table.items())
-            if entry["p"] in owned and now - entry["ts"] >= self.window_s
-        ]
+        expired = [(key, seen.p) for key, seen in self._entries() if seen.p in owned and now - seen.ts >= self.window_s]
         for key, partition in expired:
-            # Explicit partition: a timer has no current event to take it from.
-            table.send_changelog(partition, key, None, value_serializer="raw")
-            table.data.pop(key, None)
+            self.writer.delete(partition, key)
         return len(expired)
+
+    def _entries(self) -> Iterable[tuple[bytes, Seen]]:
+        for key, raw in list(self.writer.table.data.items()):
+            yield key, _decode(raw)

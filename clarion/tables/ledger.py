@@ -4,12 +4,15 @@ A delivery can reach a deliver agent twice (a rebalance replays uncommitted offs
 request is routed again). Before calling a provider the agent claims the delivery_id;
 after success it records `sent`. Redis makes the guard hold across workers; without
 Redis it holds within one process only (fine for a single worker, said in the README).
+A deliver agent handles a batch of tasks at once, so each step takes many ids and costs
+one Redis round trip (a pipeline) for the whole batch.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -17,17 +20,30 @@ import redis.asyncio as aioredis
 CLAIMED, IN_FLIGHT, SENT = "claimed", "in_flight", "sent"
 
 
-class DeliveryLedger(Protocol):
-    async def claim(self, delivery_id: str) -> tuple[str, str | None]:
-        """(CLAIMED, None), (IN_FLIGHT, None) or (SENT, provider_message_id)."""
-        ...
+Claim = tuple[str, str | None]  # (CLAIMED, None), (IN_FLIGHT, None) or (SENT, provider_message_id)
 
-    async def mark_sent(self, delivery_id: str, provider_message_id: str) -> None: ...
-    async def release(self, delivery_id: str) -> None: ...
+
+class DeliveryLedger(Protocol):
+    async def claim_many(self, delivery_ids: Sequence[str]) -> list[Claim]: ...
+    async def mark_sent_many(self, sent: Sequence[tuple[str, str]]) -> None: ...
+    async def release_many(self, delivery_ids: Sequence[str]) -> None: ...
     async def close(self) -> None: ...
 
 
-class RedisLedger:
+class _OneAtATime:
+    """Single-id conveniences over the batch methods."""
+
+    async def claim(self: DeliveryLedger, delivery_id: str) -> Claim:
+        return (await self.claim_many([delivery_id]))[0]
+
+    async def mark_sent(self: DeliveryLedger, delivery_id: str, provider_message_id: str) -> None:
+        await self.mark_sent_many([(delivery_id, provider_message_id)])
+
+    async def release(self: DeliveryLedger, delivery_id: str) -> None:
+        await self.release_many([delivery_id])
+
+
+class RedisLedger(_OneAtATime):
     def __init__(self, url: str, sent_ttl_s: float, claim_ttl_s: float = 120.0, prefix: str = "clarion") -> None:
         self.redis = aioredis.from_url(url)
         self.sent_ttl = int(sent_ttl_s)
@@ -37,26 +53,42 @@ class RedisLedger:
     def _key(self, delivery_id: str) -> str:
         return f"{self.prefix}:dlv:{delivery_id}"
 
-    async def claim(self, delivery_id: str) -> tuple[str, str | None]:
-        key = self._key(delivery_id)
-        if await self.redis.set(key, IN_FLIGHT, nx=True, ex=self.claim_ttl):
-            return CLAIMED, None
-        value = (await self.redis.get(key) or b"").decode()
-        if value.startswith(SENT + ":"):
-            return SENT, value[len(SENT) + 1 :]
-        return IN_FLIGHT, None
+    async def claim_many(self, delivery_ids: Sequence[str]) -> list[Claim]:
+        if not delivery_ids:
+            return []
+        keys = [self._key(d) for d in delivery_ids]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, IN_FLIGHT, nx=True, ex=self.claim_ttl)
+        claimed = await pipe.execute()
+        taken = [key for key, ok in zip(keys, claimed, strict=True) if not ok]
+        held = dict(zip(taken, await self.redis.mget(taken), strict=True)) if taken else {}
+        return [(CLAIMED, None) if ok else _held(held[key]) for key, ok in zip(keys, claimed, strict=True)]
 
-    async def mark_sent(self, delivery_id: str, provider_message_id: str) -> None:
-        await self.redis.set(self._key(delivery_id), f"{SENT}:{provider_message_id}", ex=self.sent_ttl)
+    async def mark_sent_many(self, sent: Sequence[tuple[str, str]]) -> None:
+        if not sent:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id, provider_message_id in sent:
+            pipe.set(self._key(delivery_id), f"{SENT}:{provider_message_id}", ex=self.sent_ttl)
+        await pipe.execute()
 
-    async def release(self, delivery_id: str) -> None:
-        await self.redis.delete(self._key(delivery_id))
+    async def release_many(self, delivery_ids: Sequence[str]) -> None:
+        if delivery_ids:
+            await self.redis.delete(*(self._key(d) for d in delivery_ids))
 
     async def close(self) -> None:
         await self.redis.aclose()
 
 
-class LocalLedger:
+def _held(value: bytes | None) -> Claim:
+    text = (value or b"").decode()
+    if text.startswith(SENT + ":"):
+        return SENT, text[len(SENT) + 1 :]
+    return IN_FLIGHT, None
+
+
+class LocalLedger(_OneAtATime):
     """Process-local ledger, bounded in size and time."""
 
     def __init__(self, sent_ttl_s: float, max_entries: int = 1_000_000) -> None:
@@ -64,18 +96,23 @@ class LocalLedger:
         self.max_entries = max_entries
         self.entries: OrderedDict[str, tuple[str, str | None, float]] = OrderedDict()
 
-    async def claim(self, delivery_id: str) -> tuple[str, str | None]:
+    async def claim_many(self, delivery_ids: Sequence[str]) -> list[Claim]:
+        return [self._claim(d) for d in delivery_ids]
+
+    def _claim(self, delivery_id: str) -> Claim:
         entry = self.entries.get(delivery_id)
         if entry is not None and entry[2] > time.monotonic():
             return (SENT, entry[1]) if entry[0] == SENT else (IN_FLIGHT, None)
         self._put(delivery_id, IN_FLIGHT, None, 120.0)
         return CLAIMED, None
 
-    async def mark_sent(self, delivery_id: str, provider_message_id: str) -> None:
-        self._put(delivery_id, SENT, provider_message_id, self.sent_ttl)
+    async def mark_sent_many(self, sent: Sequence[tuple[str, str]]) -> None:
+        for delivery_id, provider_message_id in sent:
+            self._put(delivery_id, SENT, provider_message_id, self.sent_ttl)
 
-    async def release(self, delivery_id: str) -> None:
-        self.entries.pop(delivery_id, None)
+    async def release_many(self, delivery_ids: Sequence[str]) -> None:
+        for delivery_id in delivery_ids:
+            self.entries.pop(delivery_id, None)
 
     async def close(self) -> None:
         self.entries.clear()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import faust
 
 from clarion.logs import LOGGING_CONFIG
+from clarion.topology import fetching, tansu
 from clarion.topology.settings import Settings
 from clarion.topology.topology import Topology, wire
 
@@ -31,8 +31,10 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
         logging_config=LOGGING_CONFIG,
         producer_linger_ms=1,
         producer_max_batch_size=s.producer_max_batch_bytes,
+        producer_max_request_size=2 * 1024 * 1024,
     )
-    _set_fetch_max_wait(s.fetch_max_wait_ms)
+    fetching.install(s)
+    tansu.install(s)
     topo = wire(app, s)
 
     return app, topo
@@ -44,20 +46,3 @@ def canonical_url(s: Settings) -> str:
         return s.canonical_url
     host = socket.gethostname() if s.web_host in ("0.0.0.0", "::") else s.web_host
     return f"http://{host}:{s.web_port}"
-
-
-def _set_fetch_max_wait(ms: int) -> None:
-    """faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it."""
-    from faust.transport.drivers import aiokafka as driver
-
-    original = driver.AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(original, "_clarion_wrapped", False):
-        return
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = ms  # read by the fetcher that start() creates
-        return consumer
-
-    create._clarion_wrapped = True  # type: ignore[attr-defined]
-    driver.AIOKafkaConsumerThread._create_worker_consumer = create

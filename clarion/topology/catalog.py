@@ -6,13 +6,16 @@ Keys are chosen so that everything one agent reads is local to it:
   count) sit on the worker that consumes a user's requests: dedupe + route is one local step;
 - outcomes are keyed by notification_id, the key of the status table they fold into;
 - templates is a single partition: small, totally ordered, and read whole by every worker.
+
+Batched topics carry a JSON array of values per record (or one object), all keyed to
+the record's partition (see clarion/schemas/codec.py); the rest carry one object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import faust
+import msgspec
 
 from clarion.schemas.records import (
     CHANNELS,
@@ -32,9 +35,10 @@ class TopicSpec:
     topic: str  # the Kafka topic name
     partitions: int
     key: str
-    value: type[faust.Record]
+    value: type[msgspec.Struct]
     compacted: bool
     purpose: str
+    batched: bool = False
 
 
 def lane_topic(lane: str, channel: str) -> str:
@@ -49,76 +53,46 @@ def retry_topic(attempt: int) -> str:
 
 def catalog(s: Settings) -> dict[str, TopicSpec]:
     """Every topic with its partitions, key, value schema, cleanup policy and purpose."""
+    crit = s.critical_partitions
     specs = [
         TopicSpec(
-            "users",
-            "",
-            s.critical_partitions,
-            "user_id",
-            UserProfile,
-            True,
+            "users", "", crit, "user_id", UserProfile, True,
             "User profiles (addresses, locale); folded into the users table.",
         ),
         TopicSpec(
-            "templates",
-            "",
-            1,
-            "template_id@version",
-            TemplateVersion,
-            True,
+            "templates", "", 1, "template_id@version", TemplateVersion, True,
             "Template versions; tailed into memory by every worker and API process.",
         ),
         TopicSpec(
-            "critical.requests",
-            "",
-            s.critical_partitions,
-            "user_id",
-            NotificationRequest,
-            False,
-            "Critical notifications accepted by POST /notif; deduped and routed.",
+            "critical.requests", "", crit, "user_id", NotificationRequest, False,
+            "Critical notifications accepted by POST /notif and /notif/batch; deduped and routed.",
+            batched=True,
         ),
         *(
             TopicSpec(
-                lane_topic("critical", ch),
-                "",
-                s.critical_partitions,
-                "user_id",
-                DeliveryTask,
-                False,
+                lane_topic("critical", ch), "", crit, "user_id", DeliveryTask, False,
                 f"Critical {ch} deliveries waiting for the {ch} provider.",
+                batched=True,
             )
             for ch in CHANNELS
         ),
         *(
             TopicSpec(
-                retry_topic(n),
-                "",
-                s.critical_partitions,
-                "user_id",
-                DeliveryTask,
-                False,
+                retry_topic(n), "", crit, "user_id", DeliveryTask, False,
                 f"Deliveries whose attempt {n} failed transiently, held for "
                 f"{s.retry_delay(n):g}s before attempt {n + 1}.",
+                batched=True,
             )
             for n in range(1, s.max_attempts)
         ),
         TopicSpec(
-            "outcomes",
-            "",
-            s.outcome_partitions,
-            "notification_id",
-            Outcome,
-            False,
+            "outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,
             "Every accepted/duplicate/sent/retrying/failed/dead_lettered result.",
+            batched=True,
         ),
         TopicSpec(
-            "dlq",
-            "",
-            4,
-            "original key",
-            DeadLetter,
-            False,
+            "dlq", "", 4, "original key", DeadLetter, False,
             "Messages clarion gave up on: poison input, exhausted retries; with the reason.",
         ),
-    ]
+    ]  # fmt: skip
     return {spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}") for spec in specs}

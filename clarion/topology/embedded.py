@@ -132,18 +132,6 @@ class EmbeddedRedis(EmbeddedProcess):
         ]
 
 
-def tuned_for_tansu(settings: Settings, bootstrap: str) -> Settings:
-    """Point at an embedded Tansu broker, with the settings its quirks need (README)."""
-    return replace(
-        settings,
-        kafka=bootstrap,
-        session_timeout_s=6.0,  # Tansu holds a group join for half the session timeout
-        heartbeat_interval_s=1.0,
-        fetch_max_wait_ms=10,  # Tansu holds faust's fetches for the whole wait
-        producer_max_batch_bytes=1,  # Tansu's end offsets are wrong after multi-record batches
-    )
-
-
 def pointed_at_simulator(settings: Settings, sim_url: str) -> Settings:
     """Every provider at the simulator, with placeholder credentials where none are set."""
     s = settings

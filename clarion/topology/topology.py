@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -17,10 +19,14 @@ from clarion.providers.base import ProviderClient
 from clarion.providers.registry import build_clients
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
+from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.ledger import DeliveryLedger, LocalLedger, RedisLedger
 from clarion.tables.templates_view import TemplatesView
+from clarion.tables.users_progress import UsersProgress
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import TopicSpec, catalog
+from clarion.topology.offsets import BrokerOffsets
+from clarion.topology.outbox import Outbox
 from clarion.topology.settings import Settings
 
 log = logging.getLogger("clarion.topology")
@@ -29,9 +35,10 @@ log = logging.getLogger("clarion.topology")
 class Topology:
     """Everything the agents share: topics by logical name, tables, clients, emitters."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.settings = settings
+        self.clock = clock
         self.specs: dict[str, TopicSpec] = catalog(settings)
         self.topics: dict[str, faust.TopicT] = {
             name: app.topic(
@@ -44,12 +51,16 @@ class Topology:
             )
             for name, spec in self.specs.items()
         }
-        # Raw keys: table routing hashes the changelog key, which must match the source topic's.
-        table = {"key_type": bytes}
+        # Raw keys and values: table routing hashes the changelog key, which must match the
+        # source topic's; values are clarion's own JSON, written through ChangelogWriter.
+        table = {"key_type": bytes, "value_type": bytes}
         self.idempotency = app.Table("idempotency", partitions=settings.critical_partitions, **table)
         self.users = app.Table("users", partitions=settings.critical_partitions, **table)
         self.status = app.Table("status", partitions=settings.outcome_partitions, **table)
         self.templates = TemplatesView(settings.bootstrap_servers, self.specs["templates"].topic)
+        self.offsets = BrokerOffsets(settings)
+        self.users_progress = UsersProgress(self, self.specs["users"].topic)
+        self.counters: Counter[tuple[str, ...]] = Counter()
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
 
@@ -70,48 +81,62 @@ class Topology:
             )
         return self._ledger
 
+    def writer(self, table: Any) -> ChangelogWriter:
+        return ChangelogWriter(self, table)
+
+    def outbox(self) -> Outbox:
+        return Outbox(self)
+
     async def close(self) -> None:
         await self.templates.stop()
+        await self.offsets.close()
         for client in (self._clients or {}).values():
             await client.close()
         if self._ledger is not None:
             await self._ledger.close()
 
-    async def send(self, name: str, key: str, record: faust.Record) -> None:
-        """Produce `record` to the catalog topic `name`, keyed by `key`."""
-        await self.topics[name].send(key=key.encode(), value=encode(record))
+    async def produce(self, name: str, key: str, value: bytes, partition: int | None = None) -> Awaitable[Any]:
+        """Hand one record for the catalog topic `name` to faust's producer."""
+        return await self.send_record(self.specs[name].topic, key.encode(), value, partition)
 
-    async def outcome(self, status: str, source: Any, **fields: Any) -> None:
-        """Emit an outcome for `source` (a request or a delivery task)."""
-        out = Outcome(
+    async def send_record(self, topic: str, key: bytes, value: bytes | None, partition: int | None) -> Awaitable[Any]:
+        """Every record the worker writes goes through here (faust's producer, flushed before commits)."""
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    def outcome(self, out: Outbox, status: str, source: Any, **fields: Any) -> None:
+        """Queue an outcome for `source` (a request or a delivery task)."""
+        record = Outcome(
             notification_id=source.notification_id,
             status=status,
             client_id=source.client_id,
             user_id=source.user_id,
             trace_id=source.trace_id,
-            ts=time.time(),
+            ts=self.clock(),
             **fields,
         )
-        event(
-            log,
-            "outcome",
-            status=status,
-            channel=out.channel,
-            delivery_id=out.delivery_id,
-            attempt=out.attempt,
-            reason=out.reason,
-        )
-        await self.send("outcomes", out.notification_id, out)
+        self.counters[("outcome", fields.get("channel") or "-", status)] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            event(log, "outcome", level=logging.DEBUG, notification_id=record.notification_id, status=status, **fields)
+        out.add("outcomes", record.notification_id, encode(record))
 
-    async def dead_letter(
-        self, source_topic: str, reason: str, payload: bytes | str | None, key: bytes | str | None, **ids: Any
+    def dead_letter(
+        self,
+        out: Outbox,
+        source_topic: str,
+        reason: str,
+        payload: bytes | str | None,
+        key: bytes | str | None,
+        **ids: Any,
     ) -> None:
-        """Park a message in the DLQ with the reason; the agent then goes on."""
+        """Queue a message for the DLQ with the reason; the agent then goes on."""
         text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else (payload or "")
         key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        letter = DeadLetter(source_topic=source_topic, reason=reason, payload=text, key=key_text, ts=time.time(), **ids)
-        event(log, "dead-lettered", level=logging.WARNING, source_topic=source_topic, reason=reason)
-        await self.send("dlq", key_text or "", letter)
+        letter = DeadLetter(
+            source_topic=source_topic, reason=reason, payload=text, key=key_text, ts=self.clock(), **ids
+        )
+        self.counters[("dead_letter", source_topic)] += 1
+        event(log, "dead-lettered", level=logging.WARNING, source_topic=source_topic, reason=reason, **ids)
+        out.add("dlq", key_text or "", encode(letter))
 
 
 def wire(app: faust.App, settings: Settings) -> Topology:
@@ -128,6 +153,11 @@ def wire(app: faust.App, settings: Settings) -> Topology:
         # faust declares only topics it consumes; the DLQ and templates need creating too.
         await ensure_topics(settings.bootstrap_servers, list(topo.specs.values()))
         await topo.templates.start()
+
+    @app.on_partitions_revoked.connect
+    async def forget_users_progress(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        users = topo.specs["users"].topic
+        topo.users_progress.forget({tp.partition for tp in revoked if tp.topic == users})
 
     @app.on_before_shutdown.connect
     async def close_clients(app: faust.App, **kwargs: Any) -> None:

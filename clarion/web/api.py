@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from clarion.logs import event, log_context
 from clarion.schemas.codec import encode
@@ -27,6 +28,7 @@ from clarion.tables.templates_view import TemplatesView
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import catalog
 from clarion.topology.settings import Settings
+from clarion.web.batcher import PartitionBatcher
 
 log = logging.getLogger("clarion.api")
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -36,6 +38,7 @@ PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 TEMPLATES = web.AppKey("templates", TemplatesView)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TOPICS = web.AppKey("topics", dict)
+REQUESTS = web.AppKey("requests", PartitionBatcher)
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -52,14 +55,30 @@ def _error(status: int, error: str, field: str | None = None, **extra: Any) -> w
 def trace_id_of(request: web.Request) -> str:
     """The W3C traceparent's trace id when the caller sent one, else a new id."""
     match = TRACEPARENT_RE.match(request.headers.get("traceparent", ""))
-    return match.group(1) if match else uuid.uuid4().hex
+    return match.group(1) if match else secrets.token_hex(16)
 
 
-async def _body(request: web.Request) -> Any:
-    limit = request.app[SETTINGS].max_request_bytes
+class Rejected(Exception):
+    """A request the API answers with a 4xx, naming the field at fault."""
+
+    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.field = status, error, field
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error}
+        if self.field:
+            body["errors"] = [{"field": self.field, "error": self.error}]
+        return body
+
+
+async def _body(request: web.Request, limit: int | None = None) -> Any:
+    limit = limit or request.app[SETTINGS].max_request_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    raw = await request.read()  # aiohttp enforces client_max_size while reading
+        raise Rejected(413, f"request body is over the {limit} byte limit", "body")
+    raw = await request.read()  # aiohttp enforces client_max_size (the largest limit) while reading
+    if len(raw) > limit:
+        raise Rejected(413, f"request body is over the {limit} byte limit", "body")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -72,35 +91,77 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return await handler(request)
     except ValidationFailed as exc:
         return _json(400, {"error": "invalid request", "errors": exc.errors})
+    except Rejected as exc:
+        return _json(exc.status, exc.body())
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_request_bytes
+        limit = request.app[SETTINGS].max_batch_request_bytes
         return _error(413, f"request body is over the {limit} byte limit", "body")
+
+
+def accept_notification(app: web.Application, body: Any, trace_id: str, now: float) -> NotificationRequest:
+    """Validate one POST /notif body into a request; ValidationFailed or Rejected when it is not."""
+    fields = validate_notification(body, now)
+    template = resolve(app[TEMPLATES], fields["template_id"], fields["template_version"])
+    if template is None:
+        field = "template_version" if fields["template_version"] else "template_id"
+        raise Rejected(404, f"unknown template {fields['template_id']}@{fields['template_version'] or 'latest'}", field)
+    missing = [ch for ch in fields["channels"] if ch not in template.channels()]
+    if missing:
+        raise Rejected(422, f"template {template.key} has no content for {', '.join(missing)}", "channels")
+    for channel in fields["channels"]:
+        try:
+            render(template, channel, fields["params"])
+        except RenderError as exc:
+            raise Rejected(422, f"params do not render: {exc}", "params") from None
+    nid = "n_" + secrets.token_hex(16)
+    return NotificationRequest(notification_id=nid, trace_id=trace_id, accepted_at=now, **fields)
+
+
+async def _enqueue(app: web.Application, requests: list[NotificationRequest]) -> None:
+    try:
+        await app[REQUESTS].submit([(req.user_id, encode(req)) for req in requests])
+    except KafkaError as exc:
+        raise Rejected(503, f"the broker did not take the request: {type(exc).__name__}") from None
 
 
 async def post_notif(request: web.Request) -> web.Response:
     body = await _body(request)
-    fields = validate_notification(body)
     trace_id = trace_id_of(request)
-    with log_context(trace_id=trace_id, client_id=fields["client_id"], user_id=fields["user_id"]):
-        template = resolve(request.app[TEMPLATES], fields["template_id"], fields["template_version"])
-        if template is None:
-            field = "template_version" if fields["template_version"] else "template_id"
-            return _error(
-                404, f"unknown template {fields['template_id']}@{fields['template_version'] or 'latest'}", field
-            )
-        missing = [ch for ch in fields["channels"] if ch not in template.channels()]
-        if missing:
-            return _error(422, f"template {template.key} has no content for {', '.join(missing)}", "channels")
-        for channel in fields["channels"]:
-            try:
-                render(template, channel, fields["params"])
-            except RenderError as exc:
-                return _error(422, f"params do not render: {exc}", "params")
-        nid = "n_" + uuid.uuid4().hex
-        req = NotificationRequest(notification_id=nid, trace_id=trace_id, accepted_at=time.time(), **fields)
-        await _produce(request, "critical.requests", req.user_id, encode(req))
-        event(log, "notification accepted", notification_id=nid, channels=req.channels)
-    return _json(202, {"notification_id": nid, "status": "accepted", "trace_id": trace_id})
+    req = accept_notification(request.app, body, trace_id, time.time())
+    await _enqueue(request.app, [req])
+    if log.isEnabledFor(logging.DEBUG):
+        with log_context(trace_id=trace_id, client_id=req.client_id, user_id=req.user_id):
+            event(log, "notification accepted", level=logging.DEBUG, notification_id=req.notification_id)
+    return _json(202, {"notification_id": req.notification_id, "status": "accepted", "trace_id": trace_id})
+
+
+async def post_notif_batch(request: web.Request) -> web.Response:
+    """Up to `max_batch_items` notifications in one request, each validated like POST /notif."""
+    settings = request.app[SETTINGS]
+    body = await _body(request, settings.max_batch_request_bytes)
+    items = body.get("notifications") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise Rejected(400, "must be a non-empty list of POST /notif bodies", "notifications")
+    if len(items) > settings.max_batch_items:
+        raise Rejected(400, f"at most {settings.max_batch_items} notifications per request", "notifications")
+    trace_id = trace_id_of(request)
+    now = time.time()
+    results: list[dict[str, Any]] = []
+    accepted: list[NotificationRequest] = []
+    for index, item in enumerate(items):
+        try:
+            req = accept_notification(request.app, item, trace_id, now)
+        except ValidationFailed as exc:
+            results.append({"index": index, "status": 400, "error": "invalid request", "errors": exc.errors})
+        except Rejected as exc:
+            results.append({"index": index, "status": exc.status, **exc.body()})
+        else:
+            accepted.append(req)
+            results.append({"index": index, "status": 202, "notification_id": req.notification_id})
+    if accepted:
+        await _enqueue(request.app, accepted)
+    body = {"accepted": len(accepted), "rejected": len(items) - len(accepted), "trace_id": trace_id, "results": results}
+    return _json(200, body)
 
 
 async def post_template(request: web.Request) -> web.Response:
@@ -109,7 +170,7 @@ async def post_template(request: web.Request) -> web.Response:
     view = request.app[TEMPLATES]
     existing = view.get(template.key)
     if existing is not None:
-        if existing.asdict() == template.asdict():
+        if existing == template:
             return _json(200, {"template_id": template.template_id, "version": template.version, "created": False})
         return _error(409, f"template {template.key} exists with other content; versions are immutable", "version")
     await _produce(request, "templates", template.key, encode(template))
@@ -145,13 +206,14 @@ def create_api(settings: Settings) -> web.Application:
     """The API application; its startup connects the producer and reads the templates."""
     if not settings.status_url:
         settings = replace(settings, status_url=f"http://{settings.web_host}:{settings.web_port}")
-    app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=settings.max_batch_request_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
     specs = catalog(settings)
     app[TOPICS] = {name: spec.topic for name, spec in specs.items()}
     app.add_routes(
         [
             web.post("/notif", post_notif),
+            web.post("/notif/batch", post_notif_batch),
             web.get("/notif/{notification_id}", get_notif),
             web.post("/template", post_template),
             web.post("/users", post_users),
@@ -166,14 +228,20 @@ def create_api(settings: Settings) -> web.Application:
             acks="all",
             linger_ms=1,
             max_batch_size=settings.producer_max_batch_bytes,
+            max_request_size=2 * 1024 * 1024,
         )
         await app[PRODUCER].start()
+        app[REQUESTS] = PartitionBatcher(
+            app[PRODUCER], specs["critical.requests"].topic, specs["critical.requests"].partitions
+        )
+        app[REQUESTS].start()
         app[TEMPLATES] = TemplatesView(settings.bootstrap_servers, specs["templates"].topic)
         await app[TEMPLATES].start()
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         yield
         await app[HTTP].close()
         await app[TEMPLATES].stop()
+        await app[REQUESTS].stop()
         await app[PRODUCER].stop()
 
     app.cleanup_ctx.append(lifecycle)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from faust.web import Request, Response, View
 
 from clarion.tables.status import attempts
@@ -37,10 +38,10 @@ def register_status_pages(topo: Topology) -> None:
     @app.page("/status/{notification_id}/", name="clarion.status")
     @app.table_route(table=topo.status, match_info="notification_id")
     async def status(web: View, request: Request, notification_id: str) -> Response:
-        doc = topo.status.get(notification_id)
-        if doc is None:
+        raw = topo.status.get(notification_id)
+        if raw is None:
             return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
-        return web.json(public_status(doc))
+        return web.json(public_status(orjson.loads(raw)))
 
     @app.page("/templates/{template_id}/", name="clarion.templates")
     async def template_versions(web: View, request: Request, template_id: str) -> Response:
@@ -67,6 +68,11 @@ def register_status_pages(topo: Topology) -> None:
             and topo.templates.ready.is_set()
         )
         return web.json({"ready": ok, "partitions": len(actives)}, status=200 if ok else 503)
+
+    @app.page("/stats", name="clarion.stats")
+    async def stats(web: View, request: Request) -> Response:
+        """Counters of what this worker has done (outcomes by channel and status, dead letters)."""
+        return web.json({"counters": {"/".join(key): n for key, n in sorted(topo.counters.items())}})
 
     @app.page("/healthz", name="clarion.healthz")
     async def healthz(web: View, request: Request) -> Response:

@@ -1,0 +1,69 @@
+"""Table writes made many at a time: the local store now, the changelog records together.
+
+faust's `table[key] = value` sends each change through its producer buffer as a
+FutureMessage with a per-record callback that writes the persisted offset to RocksDB:
+~70 µs per key measured here (README, "Hot path"), more than the rest of a delivery.
+clarion handles many notifications per faust event, so it writes the local store
+directly and sends the changelog records straight to faust's producer, recording the
+persisted offset once per partition from the last record sent: the same state faust
+would have, for a fraction of the cost. faust flushes its producer before it commits
+source offsets, so a change is durable before the event that made it is committed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from faust.types import TP
+
+if TYPE_CHECKING:
+    from clarion.topology.topology import Topology
+
+
+class ChangelogWriter:
+    """Buffered writes to one faust table (raw bytes keys and values)."""
+
+    def __init__(self, topo: Topology, table: Any) -> None:
+        self.topo = topo
+        self.table = table
+        self.pending: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+
+    @property
+    def topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def get(self, key: bytes) -> bytes | None:
+        """The stored value (the current event's partition is searched first)."""
+        return self.table.data.get(key)
+
+    def set(self, partition: int, key: bytes, value: bytes) -> None:
+        """Store `value` now (in the current event's partition) and queue its changelog record."""
+        self.table.data[key] = value
+        self.pending[partition].append((key, value))
+
+    def delete(self, partition: int, key: bytes) -> None:
+        """Delete `key` now and queue a tombstone on `partition`'s changelog."""
+        self.table.data.pop(key, None)
+        self.pending[partition].append((key, None))
+
+    async def flush(self) -> None:
+        """Send the queued changelog records; persisted offsets follow their acks."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, defaultdict(list)
+        send = self.topo.send_record
+        topic = self.topic
+        for partition, changes in pending.items():
+            fut = None
+            for key, value in changes:
+                fut = await send(topic, key, value, partition)
+            if fut is not None:
+                fut.add_done_callback(self._persisted(TP(topic, partition)))
+
+    def _persisted(self, tp: TP) -> Any:
+        def done(fut: Any) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                self.table.data.set_persisted_offset(tp, fut.result().offset)
+
+        return done

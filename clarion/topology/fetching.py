@@ -1,0 +1,64 @@
+"""How long the worker's consumer lets the broker hold a fetch: short when busy, longer when idle.
+
+faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for it.
+Apache Kafka answers a held fetch as soon as data arrives, so the wait only bounds
+idle polling there. Tansu instead re-checks a held fetch at W/2, 3W/4, ... of the wait
+W, so a record that arrives mid-fetch is seen up to W/2 late; and aiokafka keeps one
+fetch in flight per broker, so a record for another partition waits for it too.
+A short wait (10 ms on Tansu) keeps each hop within a few ms under load, but polls the
+broker ~100 times a second when nothing happens. So the worker switches to
+`fetch_idle_wait_ms` after `fetch_idle_after_s` without records, and back to
+`fetch_max_wait_ms` as soon as a fetch returns records.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarion.topology.settings import Settings
+
+
+@dataclass
+class FetchWait:
+    """The wait to ask for next, from whether recent fetches returned records."""
+
+    busy_ms: int
+    idle_ms: int
+    idle_after_s: float
+    last_records_at: float = field(default_factory=time.monotonic)
+
+    def after_fetch(self, got_records: bool, now: float) -> int:
+        if got_records:
+            self.last_records_at = now
+            return self.busy_ms
+        return self.idle_ms if now - self.last_records_at >= self.idle_after_s else self.busy_ms
+
+
+def install(settings: Settings) -> None:
+    """Patch faust's consumer thread to use (and adapt) the configured fetch wait."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    create = getattr(thread._create_worker_consumer, "_clarion_original", thread._create_worker_consumer)
+    fetch = getattr(thread._fetch_records, "_clarion_original", thread._fetch_records)
+    busy, idle = settings.fetch_max_wait_ms, max(settings.fetch_idle_wait_ms, settings.fetch_max_wait_ms)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = busy  # read by the fetcher that start() creates
+        self._clarion_wait = FetchWait(busy, idle, settings.fetch_idle_after_s)
+        return consumer
+
+    async def fetch_records(self: Any, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+        records = await fetch(self, consumer, *args, **kwargs)
+        wait = getattr(self, "_clarion_wait", None)
+        if wait is not None and consumer._fetcher is not None:
+            consumer._fetcher._fetch_max_wait_ms = wait.after_fetch(bool(records), time.monotonic())
+        return records
+
+    create_worker_consumer._clarion_original = create  # type: ignore[attr-defined]
+    fetch_records._clarion_original = fetch  # type: ignore[attr-defined]
+    thread._create_worker_consumer = create_worker_consumer
+    thread._fetch_records = fetch_records
