@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# make bench ARGS='--phases pipeline --profile' runs a subset; see python -m bench.run --help
 run: $(STAMP)
 	$(BIN)/clarion dev
 
@@ -25,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check clarion tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/critical_latency.py
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -28,25 +28,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "worker":
-        os.execvp(sys.executable, [sys.executable, "-m", "faust", "-A", "clarion.app", "worker", "-l", "info"])
+        from clarion.topology.worker import WORKER_ARGS
+
+        os.execvp(sys.executable, [sys.executable, *WORKER_ARGS])
     if args.command == "topics":
         print_catalog(Settings.from_env())
     elif args.command == "dev":
         asyncio.run(_dev(args))
     elif args.command == "api":
+        import uvloop
         from aiohttp import web
 
         from clarion.web.api import create_api
 
         logging.config.dictConfig(LOGGING_CONFIG)
         settings = Settings.from_env()
+        uvloop.install()
         web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port, access_log=None)
     elif args.command == "simulator":
         from aiohttp import web
 
         from clarion.providers.simulator import Simulator
 
-        web.run_app(Simulator(latency_ms=args.latency_ms).app, host=args.host, port=args.port)
+        web.run_app(Simulator(latency_ms=args.latency_ms).app, host=args.host, port=args.port, access_log=None)
 
 
 def print_catalog(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from clarion.schemas import DeliveryTask, NotificationRequest, TemplateVersion, 
 from clarion.schemas.codec import decode_batch, encode_batch
 from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.ledger import LocalLedger
+from clarion.tables.status import decode_status
 from clarion.topology.app import create_app
 from clarion.topology.settings import Settings
 
@@ -164,8 +165,8 @@ async def test_outcomes_agent_folds_status(wired) -> None:
         await agent.put(encode(outcomes[0]), key=b"n1")
         await agent.put(encode(outcomes[1]), key=b"n1")
         await agent.put(encode_batch([encode(Outcome(notification_id="n2", status="accepted", planned=0))]), key=b"n2")
-    assert orjson.loads(topo.status[b"n1"])["status"] == "sent"
-    assert orjson.loads(topo.status[b"n2"])["status"] == "failed"
+    assert decode_status(topo.status[b"n1"]).status == "sent"
+    assert decode_status(topo.status[b"n2"]).status == "failed"
 
 
 def task(attempt: int = 1, address: str = "+14155550100") -> DeliveryTask:

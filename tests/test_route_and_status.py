@@ -6,7 +6,7 @@ from clarion.agents.route import plan
 from clarion.schemas import NotificationRequest, Outcome, TemplateVersion, UserProfile
 from clarion.schemas.records import asdict
 from clarion.tables.idempotency import IdempotencyWindow, dedupe_key
-from clarion.tables.status import fold
+from clarion.tables.status import attempts, decode_status, encode_status, fold
 
 TEMPLATES = {"w@1": asdict(TemplateVersion(template_id="w", version=1, push_body="hi", sms_body="hi")), "w@latest": 1}
 USER = UserProfile(user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b" * 64], locale="fr")
@@ -56,11 +56,11 @@ def outcome(status: str, **kw: object) -> Outcome:
 def test_status_waits_for_every_planned_delivery() -> None:
     doc = fold(None, outcome("accepted", planned=2))
     doc = fold(doc, outcome("sent", delivery_id="d0", channel="sms", attempt=1))
-    assert doc["status"] == "accepted"
+    assert doc.status == "accepted"
     doc = fold(doc, outcome("retrying", delivery_id="d1", channel="sms", attempt=1))
     doc = fold(doc, outcome("dead_lettered", delivery_id="d1", channel="sms", attempt=3))
-    assert doc["status"] == "sent"
-    assert sum(d["attempts"] for d in doc["deliveries"].values()) == 4
+    assert doc.status == "sent"
+    assert attempts(doc) == 4
 
 
 def test_status_is_order_independent_and_idempotent() -> None:
@@ -74,16 +74,18 @@ def test_status_is_order_independent_and_idempotent() -> None:
         forward = fold(forward, e)
     for e in reversed(events):
         backward = fold(backward, e)
-    assert forward["status"] == backward["status"] == "sent"
-    assert fold(forward, events[-1])["deliveries"] == forward["deliveries"]
+    assert forward.status == backward.status == "sent"
+    assert forward == backward
+    again = fold(decode_status(encode_status(forward)), events[-1])
+    assert again == forward
 
 
 def test_status_terminal_states() -> None:
-    assert fold(None, outcome("duplicate", duplicate_of="n0"))["status"] == "duplicate"
+    assert fold(None, outcome("duplicate", duplicate_of="n0")).status == "duplicate"
     failed = fold(fold(None, outcome("accepted", planned=0)), outcome("failed", channel="email", reason="no_address"))
-    assert failed["status"] == "failed" and failed["failures"] == {"email": "no_address"}
+    assert failed.status == "failed" and failed.failures == {"email": "no_address"}
     dead = fold(fold(None, outcome("accepted", planned=1)), outcome("dead_lettered", delivery_id="d", attempt=4))
-    assert dead["status"] == "dead-lettered"
+    assert dead.status == "dead-lettered"
 
 
 class FakeWriter:
@@ -94,7 +96,7 @@ class FakeWriter:
         self.data: dict[bytes, bytes] = {}
         self.tombstones: list[tuple[int, bytes]] = []
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, partition: int, key: bytes) -> bytes | None:
         return self.data.get(key)
 
     def set(self, partition: int, key: bytes, value: bytes) -> None:
@@ -112,10 +114,10 @@ def test_idempotency_window_expires_and_prunes_only_owned_partitions() -> None:
     window.remember(a, "n-a", partition=0, now=0)
     window.remember(b, "n-b", partition=1, now=0)
     window.remember(c, "n-c", partition=0, now=90)
-    assert window.first_seen(a, now=50) == "n-a"
-    assert window.first_seen(a, now=100) is None  # expired even before pruning
+    assert window.first_seen(0, a, now=50) == "n-a"
+    assert window.first_seen(0, a, now=100) is None  # expired even before pruning
     assert a != c
     removed = window.prune(owned={0}, now=150)
     assert removed == 1
     assert writer.tombstones == [(0, a)]
-    assert window.first_seen(c, now=150) == "n-c"
+    assert window.first_seen(0, c, now=150) == "n-c"

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import faust
 
-from clarion.agents.guard import dead_letter_item, guarded
+from clarion.agents.guard import Part, dead_letter_item, guarded
 from clarion.agents.route import plan
 from clarion.logs import event
 from clarion.schemas.codec import decode, encode
 from clarion.schemas.records import NotificationRequest, UserProfile
 from clarion.tables.idempotency import IdempotencyWindow, dedupe_key
+from clarion.tables.store import PartitionedStore
 from clarion.topology.catalog import lane_topic
 from clarion.topology.outbox import Outbox
 
@@ -35,15 +36,18 @@ def register(topo: Topology) -> None:
     writer = topo.writer(topo.idempotency)
     window = IdempotencyWindow(writer, topo.settings.dedupe_window_s)
 
+    users = PartitionedStore(topo.users)
+
     async def user_of(request: NotificationRequest, partition: int) -> UserProfile | None:
-        raw = topo.users.data.get(request.user_id.encode())
+        key = request.user_id.encode()
+        raw = users.get(partition, key)
         if raw is None and await topo.users_progress.caught_up(partition, request.accepted_at):
-            raw = topo.users.data.get(request.user_id.encode())  # it was folded while we waited
+            raw = users.get(partition, key)  # it was folded while we waited
         return decode(UserProfile, raw) if raw is not None else None
 
     async def route_one(request: NotificationRequest, partition: int, now: float, out: Outbox) -> None:
         key = dedupe_key(request.client_id, request.idempotency_key)
-        first = window.first_seen(key, now)
+        first = window.first_seen(partition, key, now)
         if first is not None and first != request.notification_id:
             topo.outcome(out, "duplicate", request, duplicate_of=first)
             return
@@ -55,17 +59,17 @@ def register(topo: Topology) -> None:
         for task in routed.tasks:
             out.add(lane_topic(LANE, task.channel), task.user_id, encode(task))
 
-    async def handle(requests: Sequence[NotificationRequest], ev: faust.EventT, out: Outbox) -> None:
+    async def handle(parts: Sequence[Part[NotificationRequest]], out: Outbox) -> None:
         await topo.templates.ready.wait()
-        partition = ev.message.partition
-        await topo.users_progress.caught_up(partition)  # once per assignment: the users table is complete
         now = topo.clock()
-        for request in requests:
-            try:
-                await route_one(request, partition, now, out)
-            except Exception as exc:
-                log.exception("routing failed for %s", request.notification_id)
-                dead_letter_item(topo, out, SOURCE, request, f"internal_error: {exc!r}", ev.key)
+        for part in parts:
+            await topo.users_progress.caught_up(part.partition)  # once per assignment: users table complete
+            for request in part.items:
+                try:
+                    await route_one(request, part.partition, now, out)
+                except Exception as exc:
+                    log.exception("routing failed for %s", request.notification_id)
+                    dead_letter_item(topo, out, SOURCE, request, f"internal_error: {exc!r}", part.key)
         await writer.flush()
 
     @topo.app.agent(topo.topics[SOURCE], name="clarion.critical.dedupe_route")

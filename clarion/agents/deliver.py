@@ -1,11 +1,11 @@
 """Deliver: render each task's template and hand it to the channel's provider.
 
-One agent per lane and channel. A record holds a batch of tasks for one partition: the
-batch is rendered, claimed in the delivery ledger with one Redis round trip, sent with
-concurrent provider calls (at most `provider_concurrency` per lane), and settled with
-one more round trip. Provider calls are I/O-bound, so each agent also runs
-`deliver_concurrency` actors, each on its own record; they only read tables
-(FAUST-NOTES), and the delivery ledger, not a table, guards against sending twice.
+One agent per lane and channel. The tasks of every record taken at once are rendered,
+claimed in the delivery ledger with one Redis round trip, sent with concurrent provider
+calls (at most `provider_concurrency` per lane), and settled with one more round trip.
+Provider calls are I/O-bound, so each agent also runs `deliver_concurrency` actors, each
+on its own records; they only read tables (FAUST-NOTES), and the delivery ledger, not a
+table, guards against sending twice.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 import msgspec
 
-from clarion.agents.guard import guarded
+from clarion.agents.guard import Part, guarded
 from clarion.providers.base import Delivered, OutboundMessage, PermanentFailure, SendResult, TransientFailure
 from clarion.schemas.codec import encode
 from clarion.schemas.records import CHANNELS, DeliveryTask
@@ -43,8 +43,8 @@ def register(topo: Topology) -> None:
 def _register_lane(topo: Topology, source: str) -> None:
     limit = asyncio.Semaphore(topo.settings.provider_concurrency)
 
-    async def handle(tasks: Sequence[DeliveryTask], ev: faust.EventT, out: Outbox) -> None:
-        await deliver_batch(topo, tasks, out, limit)
+    async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
+        await deliver_batch(topo, [task for part in parts for task in part.items], out, limit)
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)

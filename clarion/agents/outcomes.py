@@ -1,7 +1,7 @@
 """Outcomes: fold every outcome into the status table, keyed by notification_id.
 
-A record holds the outcomes of one batch for one outcome partition; each notification's
-document is read, folded with all of its outcomes in the record, and written once.
+Each notification's document is read once, folded with all of its outcomes in the
+records taken together, and written once.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import faust
-import orjson
 
-from clarion.agents.guard import guarded
+from clarion.agents.guard import Part, guarded
 from clarion.schemas.records import Outcome
-from clarion.tables.status import fold
+from clarion.tables.status import StatusDoc, decode_status, encode_status, fold
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -26,17 +25,18 @@ SOURCE = "outcomes"
 def register(topo: Topology) -> None:
     writer = topo.writer(topo.status)
 
-    async def handle(outcomes: Sequence[Outcome], ev: faust.EventT, out: Outbox) -> None:
-        docs: dict[bytes, dict | None] = {}
-        for outcome in outcomes:
-            key = outcome.notification_id.encode()
-            if key not in docs:
-                raw = writer.get(key)
-                docs[key] = orjson.loads(raw) if raw is not None else None
-            docs[key] = fold(docs[key], outcome)
-        partition = ev.message.partition
-        for key, doc in docs.items():
-            writer.set(partition, key, orjson.dumps(doc))
+    async def handle(parts: Sequence[Part[Outcome]], out: Outbox) -> None:
+        docs: dict[tuple[int, bytes], StatusDoc | None] = {}
+        for part in parts:
+            for outcome in part.items:
+                where = (part.partition, outcome.notification_id.encode())
+                if where not in docs:
+                    raw = writer.get(*where)
+                    docs[where] = decode_status(raw) if raw is not None else None
+                docs[where] = fold(docs[where], outcome)
+        for (partition, key), doc in docs.items():
+            writer.set(partition, key, encode_status(doc))
+        topo.counters[("status", "outcomes_folded")] += sum(len(part.items) for part in parts)
         await writer.flush()
 
     @topo.app.agent(topo.topics[SOURCE], name="clarion.outcomes.status")

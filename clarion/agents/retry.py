@@ -2,7 +2,7 @@
 
 One topic per attempt number, each with one delay (base * 2**(n-1)), so every topic is
 FIFO by due time and waiting for the head never delays a message that is due earlier.
-A record holds the tasks one deliver batch retried; it waits for the last of them.
+Records taken together hold tasks retried within milliseconds; it waits for the last of them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import faust
 
-from clarion.agents.guard import guarded
+from clarion.agents.guard import Part, guarded
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeliveryTask
 from clarion.topology.catalog import lane_topic, retry_topic
@@ -29,7 +29,8 @@ def register(topo: Topology) -> None:
 
 
 def _register_tier(topo: Topology, source: str) -> None:
-    async def handle(tasks: Sequence[DeliveryTask], ev: faust.EventT, out: Outbox) -> None:
+    async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
+        tasks = [task for part in parts for task in part.items]
         wait = max(task.not_before for task in tasks) - topo.clock()
         if wait > 0:
             await asyncio.sleep(wait)

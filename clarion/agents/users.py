@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import faust
 
-from clarion.agents.guard import guarded
+from clarion.agents.guard import Part, guarded
 from clarion.schemas.codec import encode
 from clarion.schemas.records import UserProfile
 from clarion.topology.outbox import Outbox
@@ -25,14 +25,15 @@ SOURCE = "users"
 def register(topo: Topology) -> None:
     writer = topo.writer(topo.users)
 
-    async def handle(users: Sequence[UserProfile], ev: faust.EventT, out: Outbox) -> None:
-        partition = ev.message.partition
-        for user in users:
-            writer.set(partition, user.user_id.encode(), encode(user))
+    async def handle(parts: Sequence[Part[UserProfile]], out: Outbox) -> None:
+        for part in parts:
+            for user in part.items:
+                writer.set(part.partition, user.user_id.encode(), encode(user))
         await writer.flush()
 
-    async def folded(ev: faust.EventT) -> None:
-        topo.users_progress.folded(ev.message.partition, ev.message.offset + 1)
+    async def folded(events: Sequence[faust.EventT]) -> None:
+        for ev in events:
+            topo.users_progress.folded(ev.message.partition, ev.message.offset + 1)
 
     @topo.app.agent(topo.topics[SOURCE], name="clarion.users.table")
     async def users_table(stream: faust.StreamT) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from clarion.providers.base import Delivered, HttpProvider, OutboundMessage, SendResult, TransientFailure, classify
 
 
@@ -23,11 +25,11 @@ class ApnsClient(HttpProvider):
             "apns-topic": self.topic,
             "apns-push-type": "alert",
             "apns-priority": "10",
+            "content-type": "application/json",
         }
-        answer = await self.request("POST", f"/3/device/{message.address}", json=payload, headers=headers)
+        answer = await self.post(f"/3/device/{message.address}", orjson.dumps(payload), headers)
         if isinstance(answer, TransientFailure):
             return answer
-        status, resp_headers, body = answer
-        if status == 200:
-            return Delivered(resp_headers.get("apns-id", ""))
-        return classify(status, body.get("reason", "unknown"), resp_headers)
+        if answer.status == 200:
+            return Delivered(answer.headers.get("apns-id", ""))
+        return classify(answer.status, answer.json().get("reason", "unknown"), answer.headers)

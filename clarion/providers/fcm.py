@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from clarion.providers.base import Delivered, HttpProvider, OutboundMessage, SendResult, TransientFailure, classify
 
 
@@ -21,18 +23,15 @@ class FcmClient(HttpProvider):
                 "data": {"clarion_nid": message.notification_id, "clarion_did": message.delivery_id},
             }
         }
-        answer = await self.request(
-            "POST",
-            f"/v1/projects/{self.project}/messages:send",
-            json=body,
-            headers={"Authorization": f"Bearer {self.bearer}"},
-        )
+        headers = {"Authorization": f"Bearer {self.bearer}", "Content-Type": "application/json"}
+        answer = await self.post(f"/v1/projects/{self.project}/messages:send", orjson.dumps(body), headers)
         if isinstance(answer, TransientFailure):
             return answer
-        status, headers, resp = answer
-        if status == 200:
+        resp = answer.json()
+        if answer.status == 200:
             return Delivered(resp.get("name", ""))
         error = resp.get("error", {})
+        error = error if isinstance(error, dict) else {}
         codes = [d.get("errorCode") for d in error.get("details", []) if isinstance(d, dict)]
         reason = next((c for c in codes if c), error.get("status", "UNKNOWN"))
-        return classify(status, reason, headers)
+        return classify(answer.status, str(reason), answer.headers)

@@ -55,14 +55,14 @@ class SesClient(HttpProvider):
             self.secret_key,
             datetime.now(UTC),
         )
-        answer = await self.request("POST", PATH, data=payload, headers=headers)
+        answer = await self.post(PATH, payload, headers)
         if isinstance(answer, TransientFailure):
             return answer
-        status, resp_headers, body = answer
-        if status == 200:
+        body = answer.json()
+        if answer.status == 200:
             return Delivered(body.get("MessageId", ""))
-        code = resp_headers.get("x-amzn-ErrorType", body.get("__type", "")).split(":")[0]
-        return classify(status, code or body.get("message", "unknown"), resp_headers)
+        code = str(answer.headers.get("x-amzn-ErrorType", body.get("__type", ""))).split(":")[0]
+        return classify(answer.status, code or str(body.get("message", "unknown")), answer.headers)
 
 
 def sigv4_headers(

@@ -94,6 +94,7 @@ class Simulator:
                 web.post("/v2/email/outbound-emails", self.ses),
                 web.post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio),
                 web.get("/_sim/deliveries", self.list_deliveries),
+                web.get("/_sim/stats", self.stats),
                 web.delete("/_sim/deliveries", self.reset),
                 web.post("/_sim/faults", self.add_fault),
                 web.post("/_sim/config", self.configure),
@@ -211,8 +212,22 @@ class Simulator:
             ),
         )
 
-    async def list_deliveries(self, request: web.Request) -> web.Response:
+    async def stats(self, request: web.Request) -> web.Response:
+        """Counts only: cheap enough to poll while thousands of deliveries arrive."""
         rows = self.state.deliveries
+        return _json(
+            200,
+            {
+                "deliveries": len(rows),
+                "rejected": len(self.state.rejected),
+                "first_at": rows[0]["at"] if rows else None,
+                "last_at": rows[-1]["at"] if rows else None,
+            },
+        )
+
+    async def list_deliveries(self, request: web.Request) -> web.Response:
+        """Accepted deliveries, filtered by channel/address/nid/did; `since` skips the first n."""
+        rows = self.state.deliveries[int(request.query.get("since", 0)) :]
         for key in ("channel", "address", "nid", "did"):
             if key in request.query:
                 rows = [r for r in rows if r.get(key) == request.query[key]]

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
+from clarion.tables.store import PartitionedStore
+
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
@@ -27,24 +29,24 @@ class ChangelogWriter:
     def __init__(self, topo: Topology, table: Any) -> None:
         self.topo = topo
         self.table = table
+        self.store = PartitionedStore(table)
         self.pending: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
 
     @property
     def topic(self) -> str:
         return self.table.changelog_topic.get_topic_name()
 
-    def get(self, key: bytes) -> bytes | None:
-        """The stored value (the current event's partition is searched first)."""
-        return self.table.data.get(key)
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.store.get(partition, key)
 
     def set(self, partition: int, key: bytes, value: bytes) -> None:
-        """Store `value` now (in the current event's partition) and queue its changelog record."""
-        self.table.data[key] = value
+        """Store `value` now and queue its changelog record."""
+        self.store.put(partition, key, value)
         self.pending[partition].append((key, value))
 
     def delete(self, partition: int, key: bytes) -> None:
         """Delete `key` now and queue a tombstone on `partition`'s changelog."""
-        self.table.data.pop(key, None)
+        self.store.delete(partition, key)
         self.pending[partition].append((key, None))
 
     async def flush(self) -> None:
@@ -64,6 +66,6 @@ class ChangelogWriter:
     def _persisted(self, tp: TP) -> Any:
         def done(fut: Any) -> None:
             if not fut.cancelled() and fut.exception() is None:
-                self.table.data.set_persisted_offset(tp, fut.result().offset)
+                self.store.set_persisted_offset(tp, fut.result().offset)
 
         return done

@@ -30,7 +30,7 @@ class TableWriter(Protocol):
 
     table: Any
 
-    def get(self, key: bytes) -> bytes | None: ...
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
     def set(self, partition: int, key: bytes, value: bytes) -> None: ...
     def delete(self, partition: int, key: bytes) -> None: ...
 
@@ -47,9 +47,9 @@ class IdempotencyWindow:
         self.writer = writer
         self.window_s = window_s
 
-    def first_seen(self, key: bytes, now: float) -> str | None:
+    def first_seen(self, partition: int, key: bytes, now: float) -> str | None:
         """The notification_id that first used `key` within the window, else None."""
-        raw = self.writer.get(key)
+        raw = self.writer.get(partition, key)
         if raw is None:
             return None
         seen = _decode(raw)

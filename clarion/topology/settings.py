@@ -33,8 +33,9 @@ class Settings:
     retry_base_delay_s: float = 5.0
     retry_max_delay_s: float = 300.0
     max_attempts: int = 4
-    deliver_concurrency: int = 32  # actors per deliver agent, each handling one record at a time
-    provider_concurrency: int = 128  # provider calls in flight per lane and channel
+    stage_batch_records: int = 500  # most records a stage takes from its stream at once
+    deliver_concurrency: int = 8  # actors per deliver agent, each handling what it took
+    provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
     session_timeout_s: float = 60.0
     heartbeat_interval_s: float = 3.0

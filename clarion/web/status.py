@@ -6,30 +6,15 @@ personal data. Only these pages expose table contents.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from faust.web import Request, Response, View
 
-from clarion.tables.status import attempts
+from clarion.tables.status import decode_status, public_status
 from clarion.tables.templates import latest_key
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
-
-
-def public_status(doc: dict[str, Any]) -> dict[str, Any]:
-    """The status document as the API shows it."""
-    return {
-        "notification_id": doc["notification_id"],
-        "status": doc["status"],
-        "attempts": attempts(doc),
-        "duplicate_of": doc.get("duplicate_of"),
-        "deliveries": doc["deliveries"],
-        "failures": doc["failures"],
-        "created_at": doc.get("created_at"),
-        "updated_at": doc.get("updated_at"),
-    }
 
 
 def register_status_pages(topo: Topology) -> None:
@@ -41,7 +26,7 @@ def register_status_pages(topo: Topology) -> None:
         raw = topo.status.get(notification_id)
         if raw is None:
             return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
-        return web.json(public_status(orjson.loads(raw)))
+        return web.json(public_status(decode_status(raw)))
 
     @app.page("/templates/{template_id}/", name="clarion.templates")
     async def template_versions(web: View, request: Request, template_id: str) -> Response:

@@ -1,0 +1,41 @@
+"""A faust table's local store, read and written by explicit partition.
+
+faust's RocksDB store keeps one database per partition and picks it from the event
+being processed. clarion's stages handle several records (from several partitions) at
+once, so they name the partition themselves; the in-memory store (agent tests) has one
+dict for all partitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PartitionedStore:
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def _db(self, partition: int) -> Any:
+        open_db = getattr(self.table.data, "_db_for_partition", None)  # faust's RocksDB store
+        return open_db(partition) if open_db is not None else None
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        db = self._db(partition)
+        return db.get(key) if db is not None else self.table.data.get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        db = self._db(partition)
+        if db is not None:
+            db.put(key, value)
+        else:
+            self.table.data[key] = value
+
+    def delete(self, partition: int, key: bytes) -> None:
+        db = self._db(partition)
+        if db is not None:
+            db.delete(key)
+        else:
+            self.table.data.pop(key, None)
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.table.data.set_persisted_offset(tp, offset)
