@@ -1,13 +1,12 @@
 """The loop every agent runs: take what is waiting, decode it, handle it, never die on one item.
 
 A faust event costs ~80 µs before any work is done, and each record a stage produces
-becomes another event downstream. So a stage takes the next record and every record
-already waiting behind it (up to `stage_batch_records`), handles them together, and
-emits one record per topic partition for all of them. Nothing waits for a batch to
-fill: an idle stage handles a lone record at once, a busy one takes what piled up while
-it worked. (faust's `take(n, within)` wakes every actor every `within` even when idle;
-with ~40 actors and a 2 ms window that cost more CPU than the work.) Each record holds
-one item or a batch of items for one partition (schemas/codec.py).
+becomes another event downstream. So a stage takes several records at once (see
+`take_waiting`), handles them together, and emits one record per topic partition for
+all of them. An idle stage handles a lone record at once; a busy one keeps its batch
+open for up to `stage_batch_wait_ms`. (faust's `take(n, within)` wakes every actor every
+`within` even when idle: with ~40 actors and a 2 ms window that cost more CPU than the
+work.) Each record holds one item or a batch of items for one partition (codec.py).
 
 faust skips offsets after an agent crashes and acks on noack (FAUST-NOTES), so failures
 are routed explicitly: undecodable or invalid items go to the DLQ with a reason, an
@@ -17,6 +16,7 @@ only after the handler and the outbox flush are done.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -74,7 +74,11 @@ async def guarded(
     `after` runs once the records taken are fully handled (their output handed to the producer).
     """
     topic = topo.specs[source].topic
-    async for events in take_waiting(stream, topo.settings.stage_batch_records):
+    counters = topo.counters
+    settings = topo.settings
+    async for events in take_waiting(stream, settings.stage_batch_records, settings.stage_batch_wait_ms / 1000):
+        counters[("stage", source, "takes")] += 1
+        counters[("stage", source, "records")] += len(events)
         out = topo.outbox()
         parts: list[Part[R]] = []
         poisoned = []
@@ -83,6 +87,7 @@ async def guarded(
             poisoned.extend((bad, ev.key) for bad in poison)
             if items:
                 parts.append(Part(ev.message.partition, ev.key, items))
+                counters[("stage", source, "items")] += len(items)
         for bad, key in poisoned:
             topo.dead_letter(out, topic, bad.reason, bad.raw, key)
         if parts:
@@ -101,28 +106,70 @@ async def guarded(
             await after(events)
 
 
-async def take_waiting(stream: faust.StreamT, max_records: int) -> AsyncIterator[list[faust.EventT]]:
-    """The next event plus those already queued behind it; acked once the consumer is done."""
+class ArrivalRate:
+    """Events per second on one stream queue (shared by its actors), smoothed over ~100 ms."""
+
+    def __init__(self, now: float) -> None:
+        self.per_s = 0.0
+        self.count = 0
+        self.since = now
+
+    def note(self, n: int, now: float) -> None:
+        self.count += n
+        elapsed = now - self.since
+        if elapsed >= 0.05:
+            self.per_s = 0.5 * self.per_s + 0.5 * self.count / elapsed
+            self.count, self.since = 0, now
+
+
+_rates: dict[int, ArrivalRate] = {}
+
+
+async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float) -> AsyncIterator[list[faust.EventT]]:
+    """The next event plus those that arrive behind it; acked once the consumer is done.
+
+    faust hands events to a stream one at a time, yielding to the loop in between, so
+    "whatever is already queued" is nearly always nothing. When events arrive often
+    enough that another is expected within `window_s`, the batch stays open that long
+    (or until `max_records`); a lone event on a quiet stream is handled at once.
+    """
     stream.enable_acks = False  # acked below, after the batch is handled
     app = stream.app
+    loop = asyncio.get_running_loop()
     queue = stream.channel.queue
+    rate = _rates.setdefault(id(queue), ArrivalRate(loop.time()))
     events = stream.events().__aiter__()
+    pending: asyncio.Future[faust.EventT] | None = None
 
     def next_is_ready() -> bool:
         if queue.empty():
             return False
         # Peek (asyncio.Queue's deque) so as never to block on a record faust would skip
-        # during a rebalance: it would hold the batch until some other record arrived.
+        # during a rebalance; those are waited for below, with a deadline.
         message = getattr(queue._queue[0], "message", None)
         return message is None or (app.flow_control.is_active() and message.generation_id == app.consumer_generation_id)
 
     while True:
         try:
-            batch = [await events.__anext__()]
-            while len(batch) < max_records and next_is_ready():
-                batch.append(await events.__anext__())
+            batch = [await (pending or events.__anext__())]
+            pending = None
+            deadline = loop.time() + window_s if rate.per_s * window_s >= 1 else 0.0
+            while len(batch) < max_records:
+                if next_is_ready():
+                    batch.append(await events.__anext__())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                pending = asyncio.ensure_future(events.__anext__())
+                done, _ = await asyncio.wait({pending}, timeout=remaining)
+                if not done:
+                    break  # it becomes the first event of the next batch
+                batch.append(pending.result())
+                pending = None
         except StopAsyncIteration:  # the stream stopped (worker shutdown)
             return
+        rate.note(len(batch), loop.time())
         yield batch
         for event in batch:
             await stream.ack(event)

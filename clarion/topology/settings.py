@@ -34,6 +34,7 @@ class Settings:
     retry_max_delay_s: float = 300.0
     max_attempts: int = 4
     stage_batch_records: int = 500  # most records a stage takes from its stream at once
+    stage_batch_wait_ms: float = 5.0  # how long a busy stage keeps a batch open (agents/guard.py)
     deliver_concurrency: int = 8  # actors per deliver agent, each handling what it took
     provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
