@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from clarion.agents.deliver import deliver_batch
+from clarion.agents.guard import Part
 from clarion.schemas import DeliveryTask, NotificationRequest, TemplateVersion, UserProfile, encode
 from clarion.schemas.codec import decode_batch, encode_batch
 from clarion.schemas.records import DeadLetter, Outcome
@@ -155,18 +156,38 @@ async def test_one_bad_item_in_a_batch_does_not_cost_the_others(wired) -> None:
     assert letter.payload == '{"notification_id": "n-bad"}' and "client_id" in letter.reason
 
 
-async def test_outcomes_agent_folds_status(wired) -> None:
-    app, topo, _ = wired
-    outcomes = [
-        Outcome(notification_id="n1", status="accepted", planned=1),
-        Outcome(notification_id="n1", status="sent", delivery_id="d", attempt=1),
-    ]
-    async with app.agents["clarion.outcomes.status"].test_context() as agent:
-        await agent.put(encode(outcomes[0]), key=b"n1")
-        await agent.put(encode(outcomes[1]), key=b"n1")
-        await agent.put(encode_batch([encode(Outcome(notification_id="n2", status="accepted", planned=0))]), key=b"n2")
-    assert decode_status(topo.status[b"n1"]).status == "sent"
-    assert decode_status(topo.status[b"n2"]).status == "failed"
+async def test_each_stage_folds_its_outcomes_into_the_status_table(wired) -> None:
+    app, topo, sent = wired
+    topo.templates.add(TEMPLATE)
+    topo.templates.ready.set()
+    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
+        await agent.put(encode(request("n1")), key=b"u1")
+        await agent.put(encode(request("n2", key="k1")), key=b"u1")
+    assert decode_status(topo.status[b"n1"]).status == "accepted"
+    assert decode_status(topo.status[b"n2"]).status == "duplicate"
+    [task] = sent.on("critical.sms")
+    topo._ledger = LocalLedger(60)
+    topo._clients = {"sms": Answering()}
+    out = topo.outbox()
+    await deliver_batch(topo, [Part(0, b"u1", [task])], out)
+    await topo.statuses.flush()
+    doc = decode_status(topo.status[b"n1"])
+    assert doc.status == "sent" and doc.deliveries["n1.sms.0"].provider_message_id == "pm-1"
+
+
+class Answering:
+    """A provider client that accepts every message."""
+
+    channel = "sms"
+
+    async def send(self, message: Any) -> Any:
+        from clarion.providers.base import Delivered
+
+        return Delivered("pm-1")
+
+    async def close(self) -> None:
+        pass
 
 
 def task(attempt: int = 1, address: str = "+14155550100") -> DeliveryTask:
@@ -201,7 +222,7 @@ async def delivering(wired, simulator):
 
 async def deliver(topo: Any, *tasks: DeliveryTask) -> None:
     out = topo.outbox()
-    await deliver_batch(topo, tasks, out)
+    await deliver_batch(topo, [Part(0, b"u1", list(tasks))], out)
     await out.flush()
 
 

@@ -6,7 +6,7 @@ from clarion.agents.route import plan
 from clarion.schemas import NotificationRequest, Outcome, TemplateVersion, UserProfile
 from clarion.schemas.records import asdict
 from clarion.tables.idempotency import IdempotencyWindow, dedupe_key
-from clarion.tables.status import attempts, decode_status, encode_status, fold
+from clarion.tables.status import attempts, decode_status, encode_status, fold, new_notification_id, partition_of
 
 TEMPLATES = {"w@1": asdict(TemplateVersion(template_id="w", version=1, push_body="hi", sms_body="hi")), "w@latest": 1}
 USER = UserProfile(user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b" * 64], locale="fr")
@@ -121,3 +121,10 @@ def test_idempotency_window_expires_and_prunes_only_owned_partitions() -> None:
     assert removed == 1
     assert writer.tombstones == [(0, a)]
     assert window.first_seen(0, c, now=150) == "n-c"
+
+
+def test_api_made_ids_name_their_partition() -> None:
+    nid = new_notification_id(17, "ab" * 16)
+    assert nid == "n17_" + "ab" * 16 and partition_of(nid) == 17
+    for foreign in ("n-email", "n_abc", "x3_ab", "n_", "n3_", "nx_12", "n-1_ab"):
+        assert partition_of(foreign) is None, foreign

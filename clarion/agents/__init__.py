@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def register_all(topo: Topology) -> None:
-    from clarion.agents import dedupe, deliver, outcomes, retry, users
+    from clarion.agents import dedupe, deliver, retry, users
 
-    for stage in (users, dedupe, deliver, retry, outcomes):
+    for stage in (users, dedupe, deliver, retry):
         stage.register(topo)

@@ -49,13 +49,13 @@ def register(topo: Topology) -> None:
         key = dedupe_key(request.client_id, request.idempotency_key)
         first = window.first_seen(partition, key, now)
         if first is not None and first != request.notification_id:
-            topo.outcome(out, "duplicate", request, duplicate_of=first)
+            topo.outcome(out, partition, "duplicate", request, duplicate_of=first)
             return
         window.remember(key, request.notification_id, partition, now)
         routed = plan(request, await user_of(request, partition), topo.templates, LANE, now)
-        topo.outcome(out, "accepted", request, planned=len(routed.tasks))
+        topo.outcome(out, partition, "accepted", request, planned=len(routed.tasks))
         for channel, reason in routed.failures:
-            topo.outcome(out, "failed", request, channel=channel, reason=reason)
+            topo.outcome(out, partition, "failed", request, channel=channel, reason=reason)
         for task in routed.tasks:
             out.add(lane_topic(LANE, task.channel), task.user_id, encode(task))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
@@ -44,7 +45,7 @@ def _register_lane(topo: Topology, source: str) -> None:
     limit = asyncio.Semaphore(topo.settings.provider_concurrency)
 
     async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
-        await deliver_batch(topo, [task for part in parts for task in part.items], out, limit)
+        await deliver_batch(topo, parts, out, limit)
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)
@@ -55,34 +56,50 @@ def _register_lane(topo: Topology, source: str) -> None:
     )(run)
 
 
+@dataclass
+class Attempt:
+    """One delivery task on its way through a batch (partition: where its status lives)."""
+
+    partition: int
+    task: DeliveryTask
+    content: Rendered | None = None
+    result: SendResult | None = None
+
+
 async def deliver_batch(
-    topo: Topology, tasks: Sequence[DeliveryTask], out: Outbox, limit: asyncio.Semaphore | None = None
+    topo: Topology, parts: Sequence[Part[DeliveryTask]], out: Outbox, limit: asyncio.Semaphore | None = None
 ) -> None:
     """One attempt at each delivery, each ending in an outcome (and a retry or DLQ entry)."""
     await topo.templates.ready.wait()
     now = topo.clock()
-    ready: list[tuple[DeliveryTask, Rendered]] = []
-    for task in tasks:
-        content = _prepare(topo, task, now)
-        if isinstance(content, str):
-            topo.outcome(out, "failed", task, reason=content, **_where(task))
-        else:
-            ready.append((task, content))
+    ready: list[Attempt] = []
+    for part in parts:
+        for task in part.items:
+            content = _prepare(topo, task, now)
+            if isinstance(content, str):
+                topo.outcome(out, part.partition, "failed", task, reason=content, **_where(task))
+            else:
+                ready.append(Attempt(part.partition, task, content))
     if not ready:
         return
-    claims = await topo.ledger.claim_many([task.delivery_id for task, _ in ready])
-    to_send: list[tuple[DeliveryTask, Rendered]] = []
-    for (task, content), (state, previous_id) in zip(ready, claims, strict=True):
+    claims = await topo.ledger.claim_many([a.task.delivery_id for a in ready])
+    to_send: list[Attempt] = []
+    for attempt, (state, previous_id) in zip(ready, claims, strict=True):
         if state == SENT:
-            topo.outcome(out, "sent", task, provider_message_id=previous_id, **_where(task))
+            topo.outcome(
+                out, attempt.partition, "sent", attempt.task, provider_message_id=previous_id, **_where(attempt.task)
+            )
         elif state == IN_FLIGHT:
-            _settle(topo, out, task, TransientFailure("in_flight: another worker is sending this delivery"), now)
+            attempt.result = TransientFailure("in_flight: another worker is sending this delivery")
+            _settle(topo, out, attempt, now)
         else:
-            to_send.append((task, content))
-    results = await asyncio.gather(*(_send(topo, task, content, limit) for task, content in to_send))
-    await _record_in_ledger(topo, to_send, results)
-    for (task, _), result in zip(to_send, results, strict=True):
-        _settle(topo, out, task, result, now)
+            to_send.append(attempt)
+    results = await asyncio.gather(*(_send(topo, a.task, a.content, limit) for a in to_send))
+    for attempt, result in zip(to_send, results, strict=True):
+        attempt.result = result
+    await _record_in_ledger(topo, to_send)
+    for attempt in to_send:
+        _settle(topo, out, attempt, now)
 
 
 def _where(task: DeliveryTask) -> dict[str, Any]:
@@ -102,7 +119,7 @@ def _prepare(topo: Topology, task: DeliveryTask, now: float) -> Rendered | str:
         return f"render_error: {exc}"
 
 
-async def _send(topo: Topology, task: DeliveryTask, content: Rendered, limit: asyncio.Semaphore | None) -> SendResult:
+async def _send(topo: Topology, task: DeliveryTask, content: Any, limit: asyncio.Semaphore | None) -> SendResult:
     message = OutboundMessage(task.delivery_id, task.notification_id, task.address, content, task.trace_id)
     client = topo.clients[task.channel]
     try:
@@ -115,12 +132,9 @@ async def _send(topo: Topology, task: DeliveryTask, content: Rendered, limit: as
         return TransientFailure(f"client_error: {exc!r}")
 
 
-async def _record_in_ledger(
-    topo: Topology, sent: list[tuple[DeliveryTask, Rendered]], results: Sequence[SendResult]
-) -> None:
-    pairs = [(task.delivery_id, result) for (task, _), result in zip(sent, results, strict=True)]
-    delivered = [(did, r.provider_message_id) for did, r in pairs if isinstance(r, Delivered)]
-    failed = [did for did, r in pairs if not isinstance(r, Delivered)]
+async def _record_in_ledger(topo: Topology, sent: list[Attempt]) -> None:
+    delivered = [(a.task.delivery_id, a.result.provider_message_id) for a in sent if isinstance(a.result, Delivered)]
+    failed = [a.task.delivery_id for a in sent if not isinstance(a.result, Delivered)]
     try:
         await topo.ledger.mark_sent_many(delivered)
         await topo.ledger.release_many(failed)
@@ -128,19 +142,20 @@ async def _record_in_ledger(
         log.exception("delivery ledger update failed for %d deliveries", len(sent))
 
 
-def _settle(topo: Topology, out: Outbox, task: DeliveryTask, result: SendResult, now: float) -> None:
+def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
+    task, result, partition = attempt.task, attempt.result, attempt.partition
     where = _where(task)
     if isinstance(result, Delivered):
-        topo.outcome(out, "sent", task, provider_message_id=result.provider_message_id, **where)
+        topo.outcome(out, partition, "sent", task, provider_message_id=result.provider_message_id, **where)
     elif isinstance(result, PermanentFailure):
-        topo.outcome(out, "failed", task, reason=result.reason, **where)
-    elif task.attempt < topo.settings.max_attempts:
+        topo.outcome(out, partition, "failed", task, reason=result.reason, **where)
+    elif isinstance(result, TransientFailure) and task.attempt < topo.settings.max_attempts:
         delay = max(topo.settings.retry_delay(task.attempt), result.retry_after or 0.0)
         retry = msgspec.structs.replace(task, attempt=task.attempt + 1, not_before=now + delay)
         out.add(retry_topic(task.attempt), task.user_id, encode(retry))
-        topo.outcome(out, "retrying", task, reason=result.reason, **where)
+        topo.outcome(out, partition, "retrying", task, reason=result.reason, **where)
     else:
-        reason = f"retries_exhausted: {result.reason}"
+        reason = f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"
         topo.dead_letter(
             out,
             topo.specs[lane_topic(task.lane, task.channel)].topic,
@@ -152,4 +167,4 @@ def _settle(topo: Topology, out: Outbox, task: DeliveryTask, result: SendResult,
             attempt=task.attempt,
             trace_id=task.trace_id,
         )
-        topo.outcome(out, "dead_lettered", task, reason=reason, **where)
+        topo.outcome(out, partition, "dead_lettered", task, reason=reason, **where)

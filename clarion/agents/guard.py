@@ -101,6 +101,7 @@ async def guarded(
                 for part in parts:
                     for item in part.items:
                         dead_letter_item(topo, out, source, item, f"internal_error: {exc!r}", part.key)
+        await topo.statuses.flush()
         await out.flush()
         if after is not None:
             await after(events)
@@ -123,6 +124,7 @@ class ArrivalRate:
 
 
 _rates: dict[int, ArrivalRate] = {}
+_collecting: dict[int, asyncio.Lock] = {}
 
 
 async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float) -> AsyncIterator[list[faust.EventT]]:
@@ -138,6 +140,9 @@ async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float)
     loop = asyncio.get_running_loop()
     queue = stream.channel.queue
     rate = _rates.setdefault(id(queue), ArrivalRate(loop.time()))
+    # Actors of one agent share the queue: one collects a batch while the others handle
+    # theirs, instead of all of them splitting each window's events between them.
+    collecting = _collecting.setdefault(id(queue), asyncio.Lock())
     events = stream.events().__aiter__()
     pending: asyncio.Future[faust.EventT] | None = None
 
@@ -151,22 +156,23 @@ async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float)
 
     while True:
         try:
-            batch = [await (pending or events.__anext__())]
-            pending = None
-            deadline = loop.time() + window_s if rate.per_s * window_s >= 1 else 0.0
-            while len(batch) < max_records:
-                if next_is_ready():
-                    batch.append(await events.__anext__())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                pending = asyncio.ensure_future(events.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=remaining)
-                if not done:
-                    break  # it becomes the first event of the next batch
-                batch.append(pending.result())
+            async with collecting:
+                batch = [await (pending or events.__anext__())]
                 pending = None
+                deadline = loop.time() + window_s if rate.per_s * window_s >= 2 else 0.0
+                while len(batch) < max_records:
+                    if next_is_ready():
+                        batch.append(await events.__anext__())
+                        continue
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    pending = asyncio.ensure_future(events.__anext__())
+                    done, _ = await asyncio.wait({pending}, timeout=remaining)
+                    if not done:
+                        break  # it becomes the first event of the next batch
+                    batch.append(pending.result())
+                    pending = None
         except StopAsyncIteration:  # the stream stopped (worker shutdown)
             return
         rate.note(len(batch), loop.time())

@@ -31,6 +31,7 @@ class ChangelogWriter:
         self.table = table
         self.store = PartitionedStore(table)
         self.pending: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        self.persisted: dict[TP, int] = {}
 
     @property
     def topic(self) -> str:
@@ -65,7 +66,11 @@ class ChangelogWriter:
 
     def _persisted(self, tp: TP) -> Any:
         def done(fut: Any) -> None:
-            if not fut.cancelled() and fut.exception() is None:
-                self.store.set_persisted_offset(tp, fut.result().offset)
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            offset = fut.result().offset
+            if offset > self.persisted.get(tp, -1):  # flushes of several stages can be acked out of order
+                self.persisted[tp] = offset
+                self.store.set_persisted_offset(tp, offset)
 
         return done

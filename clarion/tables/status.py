@@ -112,3 +112,45 @@ def public_status(doc: StatusDoc) -> dict[str, Any]:
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
     }
+
+
+class StatusBoard:
+    """The status table as the stages write it: outcomes folded in place, written once per batch.
+
+    Status lives on the partition of the user it is about (co-partitioned with requests
+    and lanes), so the stage that produces an outcome folds it right there: no outcomes
+    consumer, no extra faust event per outcome. Folding is synchronous, so actors of
+    several agents sharing the board never interleave inside one fold.
+    """
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.dirty: dict[tuple[int, bytes], StatusDoc] = {}
+
+    def fold(self, partition: int, outcome: Outcome) -> StatusDoc:
+        where = (partition, outcome.notification_id.encode())
+        doc = self.dirty.get(where)
+        if doc is None:
+            raw = self.writer.get(*where)
+            doc = decode_status(raw) if raw is not None else None
+        self.dirty[where] = doc = fold(doc, outcome)
+        return doc
+
+    async def flush(self) -> None:
+        dirty, self.dirty = self.dirty, {}
+        for (partition, key), doc in dirty.items():
+            self.writer.set(partition, key, encode_status(doc))
+        await self.writer.flush()
+
+
+def partition_of(notification_id: str) -> int | None:
+    """The partition an API-made notification id names (`n<partition>_<hex>`), else None."""
+    head, sep, rest = notification_id.partition("_")
+    if not sep or len(head) < 2 or head[0] != "n" or not head[1:].isdigit() or not rest:
+        return None
+    return int(head[1:])
+
+
+def new_notification_id(partition: int, random_hex: str) -> str:
+    """An id that names the partition holding its status, so GET /notif/{id} can be routed."""
+    return f"n{partition}_{random_hex}"

@@ -4,7 +4,9 @@ Keys are chosen so that everything one agent reads is local to it:
 - critical requests, the users topic and the per-channel lanes are keyed by user_id with
   the same partition count, so the idempotency and users tables (changelogs of the same
   count) sit on the worker that consumes a user's requests: dedupe + route is one local step;
-- outcomes are keyed by notification_id, the key of the status table they fold into;
+- the status table is keyed by notification_id but lives on the user's partition too: the
+  stage that produces an outcome folds it into the status right away;
+- outcomes, the output stream for whoever watches results, are keyed by notification_id;
 - templates is a single partition: small, totally ordered, and read whole by every worker.
 
 Batched topics carry a JSON array of values per record (or one object), all keyed to
@@ -87,7 +89,7 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         ),
         TopicSpec(
             "outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,
-            "Every accepted/duplicate/sent/retrying/failed/dead_lettered result.",
+            "Every accepted/duplicate/sent/retrying/failed/dead_lettered result, for downstream consumers.",
             batched=True,
         ),
         TopicSpec(

@@ -9,6 +9,12 @@ A short wait (10 ms on Tansu) keeps each hop within a few ms under load, but pol
 broker ~100 times a second when nothing happens. So the worker switches to
 `fetch_idle_wait_ms` after `fetch_idle_after_s` without records, and back to
 `fetch_max_wait_ms` as soon as a fetch returns records.
+
+One more Tansu behaviour: before answering a fetch below the high watermark it lists the
+partition's record batches, and gives up when the wait runs out (~1.5-2 ms per 1,000
+batches). A short wait on a partition with many batches would then never return its
+records. So an empty fetch while some partition has records to read doubles the wait,
+up to STALLED_MAX_MS, until records come back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 
 from clarion.topology.settings import Settings
 
+STALLED_MAX_MS = 2000
+
 
 @dataclass
 class FetchWait:
@@ -28,12 +36,38 @@ class FetchWait:
     idle_ms: int
     idle_after_s: float
     last_records_at: float = field(default_factory=time.monotonic)
+    stalled_ms: int = 0  # > 0 while fetches come back empty though records are waiting
 
-    def after_fetch(self, got_records: bool, now: float) -> int:
+    def after_fetch(self, got_records: bool, lagging: bool, now: float) -> int:
         if got_records:
             self.last_records_at = now
+            self.stalled_ms = 0
             return self.busy_ms
+        if lagging:
+            self.stalled_ms = min(max(self.stalled_ms * 2, self.busy_ms * 2), STALLED_MAX_MS)
+            return self.stalled_ms
+        self.stalled_ms = 0
         return self.idle_ms if now - self.last_records_at >= self.idle_after_s else self.busy_ms
+
+
+def lagging(consumer: Any) -> bool:
+    """Whether an assigned, unpaused partition has records past the consumer's position."""
+    try:
+        assignment = consumer._subscription.subscription.assignment  # aiokafka's own bookkeeping
+    except AttributeError:
+        return False
+    if assignment is None:
+        return False
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if (
+            not state.paused
+            and state.has_valid_position
+            and state.highwater is not None
+            and state.highwater > state.position
+        ):
+            return True
+    return False
 
 
 def install(settings: Settings) -> None:
@@ -55,7 +89,8 @@ def install(settings: Settings) -> None:
         records = await fetch(self, consumer, *args, **kwargs)
         wait = getattr(self, "_clarion_wait", None)
         if wait is not None and consumer._fetcher is not None:
-            consumer._fetcher._fetch_max_wait_ms = wait.after_fetch(bool(records), time.monotonic())
+            behind = not records and lagging(consumer)
+            consumer._fetcher._fetch_max_wait_ms = wait.after_fetch(bool(records), behind, time.monotonic())
         return records
 
     create_worker_consumer._clarion_original = create  # type: ignore[attr-defined]

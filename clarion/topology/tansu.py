@@ -29,9 +29,9 @@ from clarion.topology.settings import Settings
 
 # Tansu re-checks a held fetch at W/2, 3W/4, ... of its wait W (tansu-storage
 # service/fetch.rs, 0.6.0-510f3e2), so a record arriving mid-fetch is seen up to W/2
-# late: a short wait when busy, a longer one when idle (topology/fetching.py). Waits
-# under ~20 ms can starve a partition with many batches (its listing hits the deadline).
-FETCH_MAX_WAIT_MS = 20
+# late: a short wait when busy, a longer one when idle, and a growing one when a
+# partition with many batches cannot be listed within the wait (topology/fetching.py).
+FETCH_MAX_WAIT_MS = 10
 FETCH_IDLE_WAIT_MS = 200
 BANNER = (
     "note: the embedded broker keeps every record in memory and slows down as topics grow; "

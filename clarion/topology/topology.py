@@ -21,6 +21,7 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.ledger import DeliveryLedger, LocalLedger, RedisLedger
+from clarion.tables.status import StatusBoard
 from clarion.tables.templates_view import TemplatesView
 from clarion.tables.users_progress import UsersProgress
 from clarion.topology.admin import ensure_topics
@@ -56,10 +57,12 @@ class Topology:
         table = {"key_type": bytes, "value_type": bytes}
         self.idempotency = app.Table("idempotency", partitions=settings.critical_partitions, **table)
         self.users = app.Table("users", partitions=settings.critical_partitions, **table)
-        self.status = app.Table("status", partitions=settings.outcome_partitions, **table)
+        # Status lives with the user's requests and lanes, so each stage folds its own outcomes.
+        self.status = app.Table("status", partitions=settings.critical_partitions, **table)
         self.templates = TemplatesView(settings.bootstrap_servers, self.specs["templates"].topic)
         self.offsets = BrokerOffsets(settings)
         self.users_progress = UsersProgress(self, self.specs["users"].topic)
+        self.statuses = StatusBoard(ChangelogWriter(self, self.status))
         self.counters: Counter[tuple[str, ...]] = Counter()
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
@@ -103,8 +106,8 @@ class Topology:
         """Every record the worker writes goes through here (faust's producer, flushed before commits)."""
         return await self.app.producer.send(topic, key, value, partition, None, None)
 
-    def outcome(self, out: Outbox, status: str, source: Any, **fields: Any) -> None:
-        """Queue an outcome for `source` (a request or a delivery task)."""
+    def outcome(self, out: Outbox, partition: int, status: str, source: Any, **fields: Any) -> None:
+        """Fold an outcome for `source` (a request or a delivery task) into its status and queue it."""
         record = Outcome(
             notification_id=source.notification_id,
             status=status,
@@ -114,6 +117,7 @@ class Topology:
             ts=self.clock(),
             **fields,
         )
+        self.statuses.fold(partition, record)
         self.counters[("outcome", fields.get("channel") or "-", status)] += 1
         if log.isEnabledFor(logging.DEBUG):
             event(log, "outcome", level=logging.DEBUG, notification_id=record.notification_id, status=status, **fields)

@@ -23,10 +23,12 @@ from clarion.logs import event, log_context
 from clarion.schemas.codec import encode
 from clarion.schemas.records import NotificationRequest
 from clarion.schemas.validation import ValidationFailed, validate_notification, validate_template, validate_user
+from clarion.tables.status import new_notification_id
 from clarion.tables.templates import RenderError, check_template, render, resolve
 from clarion.tables.templates_view import TemplatesView
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import catalog
+from clarion.topology.partitioning import partition_for
 from clarion.topology.settings import Settings
 from clarion.web.batcher import PartitionBatcher
 
@@ -39,6 +41,7 @@ TEMPLATES = web.AppKey("templates", TemplatesView)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TOPICS = web.AppKey("topics", dict)
 REQUESTS = web.AppKey("requests", PartitionBatcher)
+PARTITIONS = web.AppKey("partitions", int)  # of critical.requests: a notification id names its partition
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -113,7 +116,7 @@ def accept_notification(app: web.Application, body: Any, trace_id: str, now: flo
             render(template, channel, fields["params"])
         except RenderError as exc:
             raise Rejected(422, f"params do not render: {exc}", "params") from None
-    nid = "n_" + secrets.token_hex(16)
+    nid = new_notification_id(partition_for(fields["user_id"], app[PARTITIONS]), secrets.token_hex(16))
     return NotificationRequest(notification_id=nid, trace_id=trace_id, accepted_at=now, **fields)
 
 
@@ -210,6 +213,7 @@ def create_api(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     specs = catalog(settings)
     app[TOPICS] = {name: spec.topic for name, spec in specs.items()}
+    app[PARTITIONS] = specs["critical.requests"].partitions
     app.add_routes(
         [
             web.post("/notif", post_notif),

@@ -1,7 +1,11 @@
 """Worker pages: notification status from the status table, routed to the key's owner.
 
-faust's generic /table/ views stay off (web_tables_enabled=False): the users table holds
-personal data. Only these pages expose table contents.
+The status table is keyed by notification_id but lives on the partition of the user
+(co-partitioned with requests and lanes), so faust's key-hash routing cannot find it.
+API-made ids name their partition (`n<partition>_<hex>`): the page asks the worker that
+owns it. Other ids (records produced straight to the requests topic) are asked of every
+worker. faust's generic /table/ views stay off (web_tables_enabled=False): the users
+table holds personal data. Only these pages expose table contents.
 """
 
 from __future__ import annotations
@@ -10,23 +14,39 @@ from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
 
-from clarion.tables.status import decode_status, public_status
+from clarion.tables.status import decode_status, partition_of, public_status
 from clarion.tables.templates import latest_key
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
 
+def owners(topo: Topology, notification_id: str) -> list[str]:
+    """Other workers that may hold `notification_id`'s status: its partition's owner, or all."""
+    changelog = topo.status.changelog_topic.get_topic_name()
+    partition = partition_of(notification_id)
+    me = str(topo.app.conf.canonical_url).rstrip("/")
+    hosts = []
+    for url, topics in topo.app.router.table_metadata(topo.status.name).items():
+        if url.rstrip("/") != me and (partition is None or partition in topics.get(changelog, ())):
+            hosts.append(url.rstrip("/"))
+    return hosts
+
+
 def register_status_pages(topo: Topology) -> None:
     app = topo.app
 
     @app.page("/status/{notification_id}/", name="clarion.status")
-    @app.table_route(table=topo.status, match_info="notification_id")
     async def status(web: View, request: Request, notification_id: str) -> Response:
-        raw = topo.status.get(notification_id)
-        if raw is None:
-            return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
-        return web.json(public_status(decode_status(raw)))
+        raw = topo.status.get(notification_id)  # every partition this worker holds
+        if raw is not None:
+            return web.json(public_status(decode_status(raw)))
+        if "local" not in request.query:
+            for url in owners(topo, notification_id):
+                async with app.http_client.get(f"{url}/status/{notification_id}/?local=1") as resp:
+                    if resp.status == 200:
+                        return web.json(await resp.json())
+        return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
 
     @app.page("/templates/{template_id}/", name="clarion.templates")
     async def template_versions(web: View, request: Request, template_id: str) -> Response:
