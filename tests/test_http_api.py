@@ -200,3 +200,44 @@ async def test_post_users_validation(stack: Stack) -> None:
     assert status == 400 and field_of(body) == {"email", "timezone"}
     status, body = await stack.call("POST", "/users", raw=b"[]")
     assert status == 400 and field_of(body) == {"body"}
+
+
+async def test_post_notif_batch_answers_per_item_and_delivers_the_good_ones(stack: Stack) -> None:
+    good = [stack.notif(channels=["sms"]) for _ in range(3)]
+    bad_field = stack.notif(channels=["fax"])
+    unknown_template = stack.notif(template_id="nope")
+    status, body = await stack.call(
+        "POST", "/notif/batch", {"notifications": [good[0], bad_field, *good[1:], unknown_template, 7]}
+    )
+    assert status == 200 and (body["accepted"], body["rejected"]) == (3, 3)
+    results = body["results"]
+    assert [r["index"] for r in results] == list(range(6))
+    assert [r["status"] for r in results] == [202, 400, 202, 202, 404, 400]
+    assert field_of(results[1]) == {"channels"} and field_of(results[4]) == {"template_id"}
+    assert field_of(results[5]) == {"body"}
+    nids = [r["notification_id"] for r in results if r["status"] == 202]
+    for nid in nids:
+        await stack.wait_status(nid, {"sent"})
+    assert sorted(d["nid"] for d in stack.sim.state.deliveries if d["nid"] in nids) == sorted(nids)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"notifications": []}, 400),
+        ({"notifications": "all of them"}, 400),
+        ([1, 2], 400),
+        ({"notifications": [{}] * 1001}, 400),
+    ],
+)
+async def test_post_notif_batch_rejects_a_bad_envelope(stack: Stack, body: Any, status: int) -> None:
+    got_status, got = await stack.call("POST", "/notif/batch", body)
+    assert got_status == status and field_of(got) == {"notifications"}
+
+
+async def test_post_notif_batch_has_its_own_size_limit(stack: Stack) -> None:
+    items = [stack.notif(params={"code": "x" * 3000}) for _ in range(3)]  # each under POST /notif's 4 KiB
+    status, body = await stack.call("POST", "/notif/batch", {"notifications": items})
+    assert status == 200 and body["accepted"] == 3
+    status, body = await stack.call("POST", "/notif/batch", raw=b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    assert status == 413 and field_of(body) == {"body"}

@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         logging_config=LOGGING_CONFIG,
-        producer_linger_ms=1,
+        producer_linger_ms=s.producer_linger_ms,
         producer_max_batch_size=s.producer_max_batch_bytes,
         producer_max_request_size=2 * 1024 * 1024,
     )

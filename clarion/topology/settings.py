@@ -41,6 +41,7 @@ class Settings:
     session_timeout_s: float = 60.0
     heartbeat_interval_s: float = 3.0
     producer_max_batch_bytes: int = 16384
+    producer_linger_ms: int = 1  # how long the worker's producer waits to fill a produce request
     fetch_max_wait_ms: int = 500  # faust hard-codes 1500; topology/fetching.py
     fetch_idle_wait_ms: int = 500  # used after fetch_idle_after_s without records
     fetch_idle_after_s: float = 2.0
