@@ -140,6 +140,22 @@ async def wait_for_deliveries(sim_url: str, total: int, timeout_s: float, on_fir
     raise TimeoutError(f"simulator has {stats['deliveries']} of {total} deliveries after {timeout_s}s")
 
 
+async def wait_for_stage(worker_url: str, source: str, timeout_s: float) -> float:
+    """Poll a worker's /stats until its `source` stage has taken an item; returns when (time.time())."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(f"{worker_url}/stats") as resp:
+                    counters = (await resp.json())["counters"] if resp.status == 200 else {}
+            except aiohttp.ClientError:
+                counters = {}
+            if counters.get(f"stage/{source}/items"):
+                return time.time()
+            await asyncio.sleep(0.005)
+    raise TimeoutError(f"{source} took nothing in {timeout_s}s")
+
+
 async def deliveries(sim_url: str, since: int = 0) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{sim_url}/_sim/deliveries?since={since}") as resp:
         return orjson.loads(await resp.read())["deliveries"]
