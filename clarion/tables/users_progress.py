@@ -35,6 +35,7 @@ class UsersProgress:
         self.folded_to: dict[int, int] = {}  # next offset the users agent will fold, per partition
         self.verified_at: dict[int, float] = {}  # when each partition was last known complete
         self._waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._checks: set[asyncio.Future[bool]] = set()
 
     def folded(self, partition: int, next_offset: int) -> None:
         """The users agent has folded `partition` up to (not including) `next_offset`."""
@@ -51,6 +52,18 @@ class UsersProgress:
         for partition in partitions:
             self.folded_to.pop(partition, None)
             self.verified_at.pop(partition, None)
+
+    def check_soon(self, partitions: set[int]) -> None:
+        """Start verifying newly assigned partitions in the background."""
+        for partition in partitions:
+            task = asyncio.ensure_future(self.caught_up(partition))
+            self._checks.add(task)
+            task.add_done_callback(self._checked)
+
+    def _checked(self, task: asyncio.Future[bool]) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            event(log, "users partition check failed", level=logging.WARNING, error=repr(task.exception()))
 
     async def caught_up(self, partition: int, accepted_at: float | None = None) -> bool:
         """Wait until every users record written before `accepted_at` (default: now) is folded.

@@ -25,6 +25,9 @@ class BrokerOffsets:
         self._admin: AIOKafkaAdminClient | None = None
         self._lock = asyncio.Lock()
 
+    async def start(self) -> None:
+        await self._clients()
+
     async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
         async with self._lock:
             if self._consumer is None or self._admin is None:

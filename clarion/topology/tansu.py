@@ -32,7 +32,7 @@ from clarion.topology.settings import Settings
 # late: a short wait when busy, a longer one when idle, and a growing one when a
 # partition with many batches cannot be listed within the wait (topology/fetching.py).
 FETCH_MAX_WAIT_MS = 10
-FETCH_IDLE_WAIT_MS = 100
+FETCH_IDLE_WAIT_MS = 50
 BANNER = (
     "note: the embedded broker keeps every record in memory and slows down as topics grow; "
     "restart `make run` for a fresh one (production runs on Apache Kafka)"

@@ -156,7 +156,14 @@ def wire(app: faust.App, settings: Settings) -> Topology:
     async def prepare() -> None:
         # faust declares only topics it consumes; the DLQ and templates need creating too.
         await ensure_topics(settings.bootstrap_servers, list(topo.specs.values()))
+        await topo.offsets.start()
         await topo.templates.start()
+
+    @app.on_partitions_assigned.connect
+    async def check_users_progress(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        # Verify the users table for each new partition now, not on its first request.
+        users = topo.specs["users"].topic
+        topo.users_progress.check_soon({tp.partition for tp in assigned if tp.topic == users})
 
     @app.on_partitions_revoked.connect
     async def forget_users_progress(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
