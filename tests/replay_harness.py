@@ -105,6 +105,26 @@ class Replayer:
     async def prepare(self) -> None:
         await ensure_topics(self.bootstrap, list(self.specs.values()))
 
+    async def through_worker(
+        self, scenario: Scenario, log_path: Path, settings: Settings | None = None, feed_first: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Start a worker (with `settings`, default this replayer's), feed the scenario, collect, stop.
+
+        `feed_first`: put the inputs on the topics before the worker starts.
+        """
+        from clarion.topology.worker import WorkerProcess
+
+        if feed_first:
+            await self.feed(scenario)
+        worker = WorkerProcess(settings or self.settings, log_path).start()
+        try:
+            await worker.wait_ready()
+            if not feed_first:
+                await self.feed(scenario)
+            return await self.collect(scenario)
+        finally:
+            worker.stop()
+
     async def feed(self, scenario: Scenario) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         await producer.start()

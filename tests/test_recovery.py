@@ -106,13 +106,7 @@ async def test_new_worker_recovers_every_table_from_changelogs(broker, redis_ser
     # offsets against the end offsets, which Tansu undercounts after multi-record batches.
     third = Scenario(steps=[request("n-4", "k-b7")])
     third.expected["outcomes"] = [*second.expected["outcomes"], outcome("n-4", "duplicate", duplicate_of="n-b7")]
-    worker = WorkerProcess(fresh, tmp_path / "third.log").start()
-    try:
-        await worker.wait_ready()
-        await replayer.feed(third)
-        got = await replayer.collect(third)
-    finally:
-        worker.stop()
+    got = await replayer.through_worker(third, tmp_path / "third.log", fresh)
     assert canonical(got["outcomes"]) == canonical(third.expected["outcomes"])
 
 

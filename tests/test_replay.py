@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from clarion.topology.worker import WorkerProcess
 from tests.conftest import test_settings
 from tests.replay_harness import Replayer, Scenario, canonical
 
@@ -20,13 +19,7 @@ async def test_replay(path: Path, broker, redis_server, simulator, tmp_path: Pat
     settings = test_settings(broker, redis_server.url, sim_url, tmp_path, **scenario.settings)
     replayer = Replayer(settings, sim)
     await replayer.prepare()
-    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
-    try:
-        await worker.wait_ready()
-        await replayer.feed(scenario)
-        got = await replayer.collect(scenario)
-    finally:
-        worker.stop()
+    got = await replayer.through_worker(scenario, tmp_path / "worker.log")
     log_tail = "\n".join((tmp_path / "worker.log").read_text().splitlines()[-30:])
     assert canonical(got["outcomes"]) == canonical(scenario.expected["outcomes"]), log_tail
     assert canonical(got["dlq"]) == canonical(scenario.expected["dlq"]), log_tail

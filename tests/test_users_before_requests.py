@@ -62,13 +62,7 @@ async def test_a_starting_worker_folds_the_users_topic_before_routing(
         scenario.expected["outcomes"].append(normalize("outcomes", {**ids, "status": "accepted", "planned": 1}))
         sent = {**ids, "status": "sent", "channel": "sms", "delivery_id": f"n-{i}.sms.0", "attempt": 1}
         scenario.expected["outcomes"].append(normalize("outcomes", sent))
-    await replayer.feed(scenario)
-    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
-    try:
-        await worker.wait_ready()
-        got = await replayer.collect(scenario)
-    finally:
-        worker.stop()
+    got = await replayer.through_worker(scenario, tmp_path / "worker.log", feed_first=True)
     failed = [o for o in got["outcomes"] if o["status"] == "failed"]
     assert not failed, f"{len(failed)} failed, e.g. {failed[:2]}"
     assert canonical(got["outcomes"]) == canonical(scenario.expected["outcomes"])
