@@ -123,6 +123,7 @@ class ArrivalRate:
             self.count, self.since = 0, now
 
 
+READY_WAIT_S = 0.001  # to take an event already queued (a few loop turns)
 _rates: dict[int, ArrivalRate] = {}
 _collecting: dict[int, asyncio.Lock] = {}
 
@@ -156,15 +157,15 @@ async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float)
 
     while True:
         try:
+            first = await (pending or events.__anext__())  # never wait for a first event holding the lock
+            pending = None
             async with collecting:
-                batch = [await (pending or events.__anext__())]
-                pending = None
+                batch = [first]
                 deadline = loop.time() + window_s if rate.per_s * window_s >= 2 else 0.0
                 while len(batch) < max_records:
-                    if next_is_ready():
-                        batch.append(await events.__anext__())
-                        continue
-                    remaining = deadline - loop.time()
+                    # Other actors wait on the same queue, so even a queued event can be gone
+                    # by the time this one asks: never wait without a deadline in here.
+                    remaining = max(deadline - loop.time(), READY_WAIT_S if next_is_ready() else 0.0)
                     if remaining <= 0:
                         break
                     pending = asyncio.ensure_future(events.__anext__())
