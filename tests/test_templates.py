@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from clarion.schemas import TemplateVersion
@@ -63,3 +65,59 @@ def test_resolve_latest_and_pinned_versions() -> None:
     assert resolve(table, "w", 1).sms_body == "S {{ name }}"
     assert resolve(table, "w", 3) is None
     assert resolve(table, "other", None) is None
+
+
+HOSTILE = {
+    "compile-time power": ("{{ 9**(9**9) }}", "** with an exponent"),
+    "huge integer": ("{{ 10**5000 }}", "** with an exponent"),
+    "string repetition": ("{{ 'x'*10**8 }}", "would make"),
+    "nested ranges": ("{% for a in range(99999) %}{% for b in range(99999) %}x{% endfor %}{% endfor %}", ""),
+    "a CPU loop": ("{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}", "time budget"),
+    "lipsum": ("{{ lipsum(100000) }}", ""),
+    "wide filter": ("{{ 'x'|center(100000000) }}", "filter center"),
+    "wide method": ("{{ 'x'.ljust(100000000) }}", "call given"),
+    "wide % format": ("{{ '%0100000000d' % 1 }}", "format width"),
+    "wide str.format": ("{{ '{:100000000}'.format(1) }}", "format width"),
+    "exploding replace": ("{% set s = 'a'*60000 %}{{ s|replace('a', 'bbbbbbbbbb') }}", "replace"),
+    "long output": ("{% for a in range(9000) %}{{ p }}{% endfor %}", "output over"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_templates_end_in_render_limit_within_the_budget(name: str) -> None:
+    source, reason = HOSTILE[name]
+    template = TemplateVersion(template_id="h", version=1, sms_body=source)
+    started = time.monotonic()
+    with pytest.raises(RenderError) as info:
+        render(template, "sms", {"p": "y" * 100})
+    assert info.value.reason == "render_limit" and reason in str(info.value)
+    assert time.monotonic() - started < 1.0  # the budget is 50 ms; generous for a shared machine
+
+
+def test_template_errors_at_render_are_render_errors_not_crashes() -> None:
+    for source, reason in (("{{ 1/0 }}", "ZeroDivisionError"), ("{{ x + 1 }}", "TypeError")):
+        with pytest.raises(RenderError, match=reason) as info:
+            render(TemplateVersion(template_id="e", version=1, sms_body=source), "sms", {"x": "9"})
+        assert info.value.reason == "render_error"
+
+
+def test_upload_rejects_oversized_or_uncompilable_parts() -> None:
+    cases = [
+        (TemplateVersion(template_id="u", version=10**6 + 1, sms_body="x"), {"version"}),
+        (TemplateVersion(template_id="u", version=1, sms_body="x" * (16 * 1024 + 1)), {"sms_body"}),
+        (
+            TemplateVersion(template_id="u", version=1, sms_body="{{ " + "(" * 500 + "1" + ")" * 500 + " }}"),
+            {"sms_body"},
+        ),
+        (TemplateVersion(template_id="u", version=1, email_subject="s", email_html="{{ p|safe }}"), {"email_html"}),
+    ]
+    for template, fields in cases:
+        with pytest.raises(ValidationFailed) as info:
+            check_template(template)
+        assert {e["field"] for e in info.value.errors} == fields
+
+
+def test_header_parts_lose_cr_lf_and_any_param_name_works() -> None:
+    template = TemplateVersion(template_id="h", version=1, email_subject="Hello {{ name }}", email_text="{{ name }}")
+    email = render(template, "email", {"name": "Bob\r\nBcc: victim@example.com", "self": "me"})  # "self": a 500 before
+    assert email.subject == "Hello Bob  Bcc: victim@example.com" and email.text.startswith("Bob\r\n")

@@ -116,7 +116,7 @@ def _prepare(topo: Topology, task: DeliveryTask, now: float) -> Rendered | str:
     try:
         return render(template, task.channel, task.params)
     except RenderError as exc:
-        return f"render_error: {exc}"
+        return f"{exc.reason}: {exc}"
 
 
 async def _send(topo: Topology, task: DeliveryTask, content: Any, limit: asyncio.Semaphore | None) -> SendResult:

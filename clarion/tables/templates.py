@@ -1,8 +1,9 @@
 """Template versions: compile-checking, rendering, and lookup of the latest version.
 
 Templates are rendered in a Jinja2 sandbox (user-supplied templates must not reach
-Python internals) with StrictUndefined, so a missing parameter fails the delivery with
-a clear reason instead of sending "Hello ," to a user. HTML parts are autoescaped.
+Python internals, nor take more than a bounded share of memory and time: see
+sandbox.py) with StrictUndefined, so a missing parameter fails the delivery with a clear
+reason instead of sending "Hello ," to a user. HTML parts are autoescaped.
 """
 
 from __future__ import annotations
@@ -13,13 +14,21 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from clarion.schemas.records import TemplateVersion
 from clarion.schemas.validation import TEMPLATE_PARTS, ValidationFailed
+from clarion.tables.sandbox import DEADLINE, LimitedSandbox, LimitExceeded, render_bounded
 
-_PLAIN = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-_HTML = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
+_PLAIN = LimitedSandbox(autoescape=False)
+_HTML = LimitedSandbox(autoescape=True)
+
+SOURCE_MAX = 16 * 1024  # characters of template source per part
+VERSION_MAX = 10**6
+COMPILE_BUDGET_S = 0.5
+RENDER_BUDGET_S = 0.05  # for all the parts of one message
+OUTPUT_MAX = 128 * 1024  # characters a rendered part may have
+HEADER_PARTS = ("email_subject", "push_title")  # one line each: CR/LF would inject headers
+HEADER_MAX = 1024
 
 CHANNEL_PARTS = {
     "email": ("email_subject", "email_text", "email_html"),
@@ -31,6 +40,14 @@ CHANNEL_PARTS = {
 
 class RenderError(ValueError):
     """A template that cannot render with the given params (a permanent failure)."""
+
+    reason = "render_error"
+
+
+class RenderLimit(RenderError):
+    """A template that went over a size, work or time limit while rendering."""
+
+    reason = "render_limit"
 
 
 @dataclass(frozen=True)
@@ -51,33 +68,41 @@ def _compile(part: str, source: str) -> jinja2.Template:
 
 
 def check_template(template: TemplateVersion) -> None:
-    """Compile every part; raise ValidationFailed naming each broken part."""
+    """Check sizes and compile every part under a time budget; ValidationFailed names each broken part."""
     errors = []
+    if template.version > VERSION_MAX:
+        errors.append({"field": "version", "error": f"must be at most {VERSION_MAX}"})
     for part in TEMPLATE_PARTS:
         source = getattr(template, part)
         if source is None:
             continue
+        if len(source) > SOURCE_MAX:
+            errors.append({"field": part, "error": f"is over {SOURCE_MAX} characters"})
+            continue
         try:
-            _compile(part, source)
+            with DEADLINE.within(COMPILE_BUDGET_S):
+                _compile(part, source)
         except jinja2.TemplateSyntaxError as exc:
             errors.append({"field": part, "error": f"Jinja2 syntax error line {exc.lineno}: {exc.message}"})
+        except LimitExceeded as exc:
+            errors.append({"field": part, "error": f"template_limit: {exc}"})
+        except Exception as exc:  # the compiler on hostile input: deep nesting, odd literals
+            errors.append({"field": part, "error": f"cannot compile: {type(exc).__name__}: {exc}"[:300]})
     if errors:
         raise ValidationFailed(errors)
 
 
 def render(template: TemplateVersion, channel: str, params: Mapping[str, Any]) -> Rendered:
-    """Render the parts `channel` needs; RenderError when the template lacks them or fails."""
+    """Render the parts `channel` needs within the budget; RenderError (or RenderLimit) when it cannot."""
     if channel not in template.channels():
         raise RenderError(f"template {template.key} has no content for channel {channel}")
     out: dict[str, str] = {}
-    for part in CHANNEL_PARTS[channel]:
-        source = getattr(template, part)
-        if source is None:
-            continue
-        try:
-            out[part] = _compile(part, source).render(**params)
-        except jinja2.TemplateError as exc:
-            raise RenderError(f"{part}: {exc.message or exc}") from None
+    values = dict(params)  # passed as a mapping: a param named "self" is just a param
+    with DEADLINE.within(RENDER_BUDGET_S):
+        for part in CHANNEL_PARTS[channel]:
+            source = getattr(template, part)
+            if source is not None:
+                out[part] = _render_part(part, source, values)
     return Rendered(
         subject=out.get("email_subject"),
         text=out.get("email_text"),
@@ -85,6 +110,19 @@ def render(template: TemplateVersion, channel: str, params: Mapping[str, Any]) -
         title=out.get("push_title"),
         body=out.get("push_body") or out.get("sms_body"),
     )
+
+
+def _render_part(part: str, source: str, values: dict[str, Any]) -> str:
+    header = part in HEADER_PARTS
+    try:
+        text = render_bounded(_compile(part, source), values, HEADER_MAX if header else OUTPUT_MAX)
+    except LimitExceeded as exc:
+        raise RenderLimit(f"{part}: {exc}") from None
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"{part}: {exc.message or exc}") from None
+    except Exception as exc:  # 1/0, int('x'), huge int to str...: the template's fault, not ours
+        raise RenderError(f"{part}: {type(exc).__name__}: {exc}"[:300]) from None
+    return text.replace("\r", " ").replace("\n", " ") if header else text
 
 
 def latest_key(template_id: str) -> str:
