@@ -6,7 +6,15 @@ from clarion.agents.route import plan
 from clarion.schemas import NotificationRequest, Outcome, TemplateVersion, UserProfile
 from clarion.schemas.records import asdict
 from clarion.tables.idempotency import IdempotencyWindow, dedupe_key
-from clarion.tables.status import attempts, decode_status, encode_status, fold, new_notification_id, partition_of
+from clarion.tables.status import (
+    StatusBoard,
+    attempts,
+    decode_status,
+    encode_status,
+    fold,
+    new_notification_id,
+    partition_of,
+)
 
 TEMPLATES = {"w@1": asdict(TemplateVersion(template_id="w", version=1, push_body="hi", sms_body="hi")), "w@latest": 1}
 USER = UserProfile(user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b" * 64], locale="fr")
@@ -59,8 +67,15 @@ def test_status_waits_for_every_planned_delivery() -> None:
     assert doc.status == "accepted"
     doc = fold(doc, outcome("retrying", delivery_id="d1", channel="sms", attempt=1))
     doc = fold(doc, outcome("dead_lettered", delivery_id="d1", channel="sms", attempt=3))
-    assert doc.status == "sent"
+    assert doc.status == "partially_sent"  # one delivery reached its provider, one did not
     assert attempts(doc) == 4
+
+
+def test_a_channel_that_could_not_be_planned_makes_a_sent_notification_partial() -> None:
+    doc = fold(None, outcome("accepted", planned=1))
+    doc = fold(doc, outcome("failed", channel="email", reason="no_address: user has no email address"))
+    doc = fold(doc, outcome("sent", delivery_id="d0", channel="sms", attempt=1))
+    assert doc.status == "partially_sent" and doc.failures == {"email": "no_address: user has no email address"}
 
 
 def test_status_is_order_independent_and_idempotent() -> None:
@@ -128,3 +143,17 @@ def test_api_made_ids_name_their_partition() -> None:
     assert nid == "n17_" + "ab" * 16 and partition_of(nid) == 17
     for foreign in ("n-email", "n_abc", "x3_ab", "n_", "n3_", "nx_12", "n-1_ab"):
         assert partition_of(foreign) is None, foreign
+
+
+def test_statuses_expire_after_their_retention_with_a_tombstone() -> None:
+    writer = FakeWriter()
+    board = StatusBoard(writer)
+    board.fold(0, Outcome(notification_id="old", status="accepted", planned=0, ts=100.0))
+    board.fold(1, Outcome(notification_id="other-partition", status="accepted", planned=0, ts=100.0))
+    board.fold(0, Outcome(notification_id="fresh", status="accepted", planned=0, ts=900.0))
+    for (partition, key), doc in board.dirty.items():
+        writer.set(partition, key, encode_status(doc))
+    board.dirty.clear()
+    assert board.prune(owned={0}, now=1000.0, retention_s=500.0) == 1
+    assert writer.tombstones == [(0, b"old")]
+    assert set(writer.data) == {b"other-partition", b"fresh"}

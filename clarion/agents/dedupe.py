@@ -82,5 +82,7 @@ def register(topo: Topology) -> None:
         owned = {tp.partition for tp in topo.app.assignor.assigned_actives() if tp.topic == source}
         removed = window.prune(owned, topo.clock())
         await writer.flush()
-        if removed:
-            event(log, "idempotency keys pruned", removed=removed)
+        expired = topo.statuses.prune(owned, topo.clock(), topo.settings.status_retention_s)
+        await topo.statuses.flush()
+        if removed or expired:
+            event(log, "expired entries pruned", idempotency_keys=removed, statuses=expired)

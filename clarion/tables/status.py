@@ -35,6 +35,7 @@ class StatusDoc(msgspec.Struct):
     duplicate_of: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    partition: int = -1  # where it lives: what its expiry's tombstone needs
 
 
 _encode = msgspec.json.Encoder().encode
@@ -82,14 +83,20 @@ def fold(doc: StatusDoc | None, outcome: Outcome) -> StatusDoc:
 
 
 def overall(doc: StatusDoc) -> str:
-    """accepted | duplicate | sent | failed | dead-lettered, from the delivery states."""
+    """accepted | duplicate | sent | partially_sent | failed | dead-lettered, from the delivery states.
+
+    `partially_sent`: some deliveries reached their provider and some channel did not (a
+    failed or dead-lettered delivery, or a channel that could not be planned); the
+    per-delivery and per-channel detail says which.
+    """
     if doc.duplicate_of:
         return "duplicate"
     states = [d.status for d in doc.deliveries.values()]
     if doc.planned is None or sum(s in TERMINAL for s in states) < doc.planned:
         return "accepted"
     if "sent" in states:
-        return "sent"
+        missed = doc.failures or any(s in ("failed", "dead_lettered") for s in states)
+        return "partially_sent" if missed else "sent"
     if "dead_lettered" in states:
         return "dead-lettered"
     return "failed"
@@ -134,7 +141,20 @@ class StatusBoard:
             raw = self.writer.get(*where)
             doc = decode_status(raw) if raw is not None else None
         self.dirty[where] = doc = fold(doc, outcome)
+        doc.partition = partition
         return doc
+
+    def prune(self, owned: set[int], now: float, retention_s: float) -> int:
+        """Delete statuses of owned partitions not updated for `retention_s`; returns how many."""
+        expired = []
+        for key, raw in list(self.writer.table.data.items()):
+            doc = decode_status(raw)
+            if doc.partition in owned and now - doc.updated_at >= retention_s:
+                expired.append((doc.partition, key))
+        for partition, key in expired:
+            self.dirty.pop((partition, key), None)
+            self.writer.delete(partition, key)
+        return len(expired)
 
     async def flush(self) -> None:
         dirty, self.dirty = self.dirty, {}

@@ -29,7 +29,8 @@ class Settings:
     max_batch_request_bytes: int = 4 * 1024 * 1024  # POST /notif/batch
     max_batch_items: int = 1000
     dedupe_window_s: float = 24 * 3600.0
-    dedupe_prune_interval_s: float = 600.0
+    dedupe_prune_interval_s: float = 600.0  # also how often expired statuses are deleted
+    status_retention_s: float = 7 * 24 * 3600.0  # a notification's status, after its last change
     retry_base_delay_s: float = 5.0
     retry_max_delay_s: float = 300.0
     max_attempts: int = 4
