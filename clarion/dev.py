@@ -29,6 +29,7 @@ def dev_settings(base: Settings, bootstrap: str | None, redis: str, sim_url: str
         critical_partitions=min(base.critical_partitions, 4),
         outcome_partitions=min(base.outcome_partitions, 4),
         retry_base_delay_s=1.0,
+        retry_max_delay_s=60.0,
         data_dir=str(run_dir / "data"),
         web_port=free_port() if base.web_port == Settings.web_port else base.web_port,
     )

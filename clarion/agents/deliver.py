@@ -90,8 +90,7 @@ async def deliver_batch(
                 out, attempt.partition, "sent", attempt.task, provider_message_id=previous_id, **_where(attempt.task)
             )
         elif state == IN_FLIGHT:
-            attempt.result = TransientFailure("in_flight: another worker is sending this delivery")
-            _settle(topo, out, attempt, now)
+            _wait_for_claim(topo, out, attempt, now)
         else:
             to_send.append(attempt)
     results = await asyncio.gather(*(_send(topo, a.task, a.content, limit) for a in to_send))
@@ -142,6 +141,21 @@ async def _record_in_ledger(topo: Topology, sent: list[Attempt]) -> None:
         log.exception("delivery ledger update failed for %d deliveries", len(sent))
 
 
+def _wait_for_claim(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
+    """Another worker claimed this delivery (or died holding the claim): look again later.
+
+    Waiting spends no attempt: a replay after a crash must not burn the delivery's
+    attempts and dead-letter it while the claim is outstanding. The claim expires on its
+    own (`claim_ttl_s`), or turns into `sent`, and the next look settles it.
+    """
+    task = attempt.task
+    delay = topo.settings.retry_delays()[0]
+    later = msgspec.structs.replace(task, not_before=now + delay)
+    out.add(retry_topic(delay), task.user_id, encode(later))
+    reason = "in_flight: another worker holds this delivery's claim"
+    topo.outcome(out, attempt.partition, "retrying", task, reason=reason, **_where(task))
+
+
 def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
     task, result, partition = attempt.task, attempt.result, attempt.partition
     where = _where(task)
@@ -150,9 +164,11 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
     elif isinstance(result, PermanentFailure):
         topo.outcome(out, partition, "failed", task, reason=result.reason, **where)
     elif isinstance(result, TransientFailure) and task.attempt < topo.settings.max_attempts:
-        delay = max(topo.settings.retry_delay(task.attempt), result.retry_after or 0.0)
+        settings = topo.settings
+        wait = max(settings.retry_delay(task.attempt), min(result.retry_after or 0.0, settings.retry_max_delay_s))
+        delay = settings.retry_bucket(wait)
         retry = msgspec.structs.replace(task, attempt=task.attempt + 1, not_before=now + delay)
-        out.add(retry_topic(task.attempt), task.user_id, encode(retry))
+        out.add(retry_topic(delay), task.user_id, encode(retry))
         topo.outcome(out, partition, "retrying", task, reason=result.reason, **where)
     else:
         reason = f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"

@@ -1,8 +1,11 @@
 """Retry: hold failed deliveries until their backoff has passed, then requeue them.
 
-One topic per attempt number, each with one delay (base * 2**(n-1)), so every topic is
-FIFO by due time and waiting for the head never delays a message that is due earlier.
-Records taken together hold tasks retried within milliseconds; it waits for the last of them.
+One topic per delay (doubling from `retry_base_delay_s` to `retry_max_delay_s`), and a
+task waits exactly its topic's delay from when it was queued, rounded up from what it
+needed (its attempt's backoff, or the provider's Retry-After, capped). So every topic is
+FIFO by due time: waiting for the head never delays a message that is due earlier, and a
+long Retry-After holds only its own delay topic, where everything waits that long.
+Records taken together hold tasks queued within milliseconds; it waits for the last.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ if TYPE_CHECKING:
 
 
 def register(topo: Topology) -> None:
-    for attempt in range(1, topo.settings.max_attempts):
-        _register_tier(topo, retry_topic(attempt))
+    for delay in topo.settings.retry_delays():
+        _register_tier(topo, retry_topic(delay))
 
 
 def _register_tier(topo: Topology, source: str) -> None:

@@ -49,12 +49,26 @@ PERMANENT = {
 }
 
 
+# What each provider answers when it throttles (with a Retry-After header).
+THROTTLED = {
+    "apns": (429, lambda: {"reason": "TooManyRequests"}),
+    "fcm": (
+        429,
+        lambda: {"error": {"code": 429, "message": "Quota exceeded.", "status": "RESOURCE_EXHAUSTED"}},
+    ),
+    "email": (429, lambda: {"__type": "TooManyRequestsException", "message": "Too Many Requests"}),
+    "sms": (429, lambda: {"code": 20429, "message": "Too Many Requests", "status": 429}),
+}
+FAULT_KINDS = ("transient", "permanent", "throttle")
+
+
 @dataclass
 class Fault:
     channel: str
-    kind: str  # transient | permanent
+    kind: str  # transient | permanent | throttle
     address: str = "*"
     times: int | None = None  # None: every matching request
+    retry_after: str | None = None  # throttle: the Retry-After header (seconds or an HTTP date)
 
 
 @dataclass
@@ -66,14 +80,14 @@ class SimulatorState:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     seq: Any = field(default_factory=itertools.count)
 
-    def fault_for(self, channel: str, address: str) -> str | None:
+    def fault_for(self, channel: str, address: str) -> Fault | None:
         for fault in self.faults:
             if fault.channel == channel and fault.address in ("*", address) and fault.times != 0:
                 if fault.times is not None:
                     fault.times -= 1
-                return fault.kind
+                return fault
         if self.failure_rate and random.random() < self.failure_rate:
-            return "transient"
+            return Fault(channel, "transient")
         return None
 
 
@@ -104,11 +118,12 @@ class Simulator:
     async def _answer(self, channel: str, address: str, meta: dict[str, Any], ok: Any) -> web.Response:
         if self.state.latency_ms:
             await asyncio.sleep(self.state.latency_ms / 1000.0)
-        kind = self.state.fault_for(channel, address)
-        if kind is not None:
-            status, body = (TRANSIENT if kind == "transient" else PERMANENT)[channel]
-            self.state.rejected.append({"channel": channel, "address": address, "kind": kind, **meta})
-            return _json(status, body())
+        fault = self.state.fault_for(channel, address)
+        if fault is not None:
+            status, body = {"transient": TRANSIENT, "permanent": PERMANENT, "throttle": THROTTLED}[fault.kind][channel]
+            self.state.rejected.append({"channel": channel, "address": address, "kind": fault.kind, **meta})
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+            return _json(status, body(), headers)
         receipt = {"seq": next(self.state.seq), "channel": channel, "address": address, "at": time.time(), **meta}
         self.state.deliveries.append(receipt)
         return ok(receipt)
@@ -241,9 +256,12 @@ class Simulator:
 
     async def add_fault(self, request: web.Request) -> web.Response:
         body = await request.json(loads=orjson.loads)
-        if body.get("channel") not in TRANSIENT or body.get("kind") not in ("transient", "permanent"):
-            return _json(400, {"error": "channel must be apns|fcm|email|sms and kind transient|permanent"})
-        self.state.faults.append(Fault(body["channel"], body["kind"], body.get("address", "*"), body.get("times")))
+        if body.get("channel") not in TRANSIENT or body.get("kind") not in FAULT_KINDS:
+            return _json(400, {"error": "channel must be apns|fcm|email|sms and kind transient|permanent|throttle"})
+        fault = Fault(
+            body["channel"], body["kind"], body.get("address", "*"), body.get("times"), body.get("retry_after")
+        )
+        self.state.faults.append(fault)
         return _json(200, {"faults": len(self.state.faults)})
 
     async def configure(self, request: web.Request) -> web.Response:

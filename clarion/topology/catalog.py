@@ -48,9 +48,9 @@ def lane_topic(lane: str, channel: str) -> str:
     return f"{lane}.{channel}"
 
 
-def retry_topic(attempt: int) -> str:
-    """Logical name of the retry tier holding tasks that failed attempt `attempt`."""
-    return f"retry.{attempt}"
+def retry_topic(delay_s: float) -> str:
+    """Logical name of the retry topic whose tasks wait `delay_s` seconds, e.g. retry.5s."""
+    return f"retry.{delay_s:g}s"
 
 
 def catalog(s: Settings) -> dict[str, TopicSpec]:
@@ -80,12 +80,12 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         ),
         *(
             TopicSpec(
-                retry_topic(n), "", crit, "user_id", DeliveryTask, False,
-                f"Deliveries whose attempt {n} failed transiently, held for "
-                f"{s.retry_delay(n):g}s before attempt {n + 1}.",
+                retry_topic(delay), "", crit, "user_id", DeliveryTask, False,
+                f"Deliveries that failed transiently (or found their delivery in flight), held {delay:g}s "
+                "before going back to their lane.",
                 batched=True,
             )
-            for n in range(1, s.max_attempts)
+            for delay in s.retry_delays()
         ),
         TopicSpec(
             "outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,

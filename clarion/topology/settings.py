@@ -97,3 +97,16 @@ class Settings:
     def retry_delay(self, attempt: int) -> float:
         """Backoff before attempt `attempt + 1`: base * 2**(attempt-1), capped."""
         return min(self.retry_base_delay_s * 2 ** (attempt - 1), self.retry_max_delay_s)
+
+    def retry_delays(self) -> list[float]:
+        """The retry topics' delays: doubling from the base up to the cap (which is one of them)."""
+        delays = []
+        delay = self.retry_base_delay_s
+        while delay < self.retry_max_delay_s:
+            delays.append(delay)
+            delay *= 2
+        return [*delays, self.retry_max_delay_s]
+
+    def retry_bucket(self, wait_s: float) -> float:
+        """The shortest retry delay that is at least `wait_s` (the cap when none is)."""
+        return next((d for d in self.retry_delays() if d >= wait_s), self.retry_max_delay_s)
