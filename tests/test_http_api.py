@@ -12,8 +12,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from yarl import URL
 
 from clarion.providers.simulator import start_simulator
+from clarion.schemas.codec import encode
+from clarion.schemas.records import TemplateVersion
+from clarion.topology.catalog import catalog
 from clarion.topology.embedded import free_port
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
@@ -37,7 +42,13 @@ class Stack:
 
     async def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         kwargs = {"data": raw} if raw is not None else {"json": body}
-        async with self.http.request(method, self.url + path, **kwargs) as resp:
+        # encoded: the path goes out as written ("..%2F" stays, "/../" is not folded by the client)
+        async with self.http.request(method, URL(self.url + path, encoded=True), **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def worker_page(self, path: str) -> tuple[int, Any]:
+        url = URL(f"http://127.0.0.1:{self.settings.web_port}{path}", encoded=True)
+        async with self.http.get(url) as resp:
             return resp.status, await resp.json(content_type=None)
 
     def notif(self, **kw: Any) -> dict[str, Any]:
@@ -241,3 +252,134 @@ async def test_post_notif_batch_has_its_own_size_limit(stack: Stack) -> None:
     assert status == 200 and body["accepted"] == 3
     status, body = await stack.call("POST", "/notif/batch", raw=b"[" + b" " * (5 * 1024 * 1024) + b"]")
     assert status == 413 and field_of(body) == {"body"}
+
+
+@pytest.mark.parametrize(
+    "nid",
+    [
+        "..%2F..%2Ftemplates%2Fotp",  # decodes to ../../templates/otp: once forwarded to the worker's templates page
+        "..",
+        "%2E%2E",
+        "n0_x%2F..%2F..%2Fready",
+        "a%20b",
+        "x%0A",
+        "a" * 129,
+        "%C3%A9t%C3%A9",
+    ],
+)
+async def test_get_notif_malformed_id_is_404_json_and_never_forwarded(stack: Stack, nid: str) -> None:
+    status, body = await stack.call("GET", f"/notif/{nid}")
+    assert status == 404 and field_of(body) == {"notification_id"}
+    assert body["error"] == "unknown notification_id" and "versions" not in body and "ready" not in body
+
+
+async def test_get_notif_id_with_colon_and_at_reaches_the_worker_intact(stack: Stack) -> None:
+    status, body = await stack.call("GET", "/notif/ext:a@b.c-1")
+    assert status == 404 and body["notification_id"] == "ext:a@b.c-1"  # the worker's answer, quoted id round-tripped
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "field"),
+    [
+        ("GET", "/nope", 404, "path"),
+        ("GET", "/notif/a/b", 404, "path"),
+        ("POST", "/templates/otp/", 404, "path"),
+        ("GET", "/notif", 405, "method"),
+        ("DELETE", "/notif/batch", 405, "method"),
+        ("PUT", "/users", 405, "method"),
+        ("POST", "/healthz", 405, "method"),
+    ],
+)
+async def test_unknown_paths_and_wrong_methods_answer_json(
+    stack: Stack, method: str, path: str, status: int, field: str
+) -> None:
+    async with stack.http.request(method, stack.url + path) as resp:
+        assert resp.status == status and resp.content_type == "application/json"
+        body = await resp.json()
+        if status == 405:
+            assert resp.headers["Allow"] in body["error"]
+    assert field_of(body) == {field}
+
+
+@pytest.mark.parametrize("timezone", ["Europe", "a" * 300, "Europe/", "../zoneinfo/UTC", "", 7])
+async def test_post_users_unknown_timezone_is_400(stack: Stack, timezone: Any) -> None:
+    status, body = await stack.call("POST", "/users", {"user_id": "tz", "timezone": timezone})
+    assert status == 400 and field_of(body) == {"timezone"}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        doc = {"a": doc}
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        (nested(9), "nested deeper than 8"),
+        (nested(300), "nested deeper than 8"),  # was a 500 past ~990 levels (msgspec recursion)
+        ({"list": [[[[[[[[[]]]]]]]]]}, "nested deeper than 8"),
+        ({f"k{i}": i for i in range(101)}, "more than 100 entries"),
+        ({"code": {"x" * 129: 1}}, "over 128 characters"),
+        ({"code": ["x" * 200] * 90}, "over 16384 bytes"),
+        ({"a-b": 1}, "name 'a-b'"),
+        ({"1x": 1}, "name '1x'"),
+        ({"": 1}, "name ''"),
+        ({"x" * 65: 1}, "must be a letter or _"),
+    ],
+)
+async def test_post_notif_params_over_a_limit_is_400(stack: Stack, params: dict[str, Any], error: str) -> None:
+    status, body = await stack.call("POST", "/notif/batch", {"notifications": [stack.notif(params=params)]})
+    assert status == 200
+    [result] = body["results"]
+    assert result["status"] == 400 and field_of(result) == {"params"}
+    assert error in result["errors"][0]["error"]
+
+
+async def test_post_users_attributes_over_a_limit_is_400(stack: Stack) -> None:
+    for attributes in (nested(9), nested(300), {"k" * 129: 1}):  # the size limit: test_schemas (4 KiB bodies here)
+        status, body = await stack.call("POST", "/users", {"user_id": "attrs", "attributes": attributes})
+        assert status == 400 and field_of(body) == {"attributes"}
+    status, _ = await stack.call("POST", "/users", {"user_id": "attrs", "attributes": {"plan-tier": {"a": [1, 2]}}})
+    assert status == 202
+
+
+async def test_a_template_that_breaks_the_compiler_is_400_naming_the_part(stack: Stack) -> None:
+    deep = "{{ " + "(" * 400 + "1" + ")" * 400 + " }}"  # RecursionError in Jinja2's parser: was a 500
+    status, body = await stack.call("POST", "/template", {"template_id": "deep", "version": 1, "sms_body": deep})
+    assert status == 400 and field_of(body) == {"sms_body"}
+
+
+async def test_params_a_template_cannot_render_are_422_not_500(stack: Stack) -> None:
+    template = {"template_id": "plus", "version": 1, "sms_body": "{{ n + 1 }}"}
+    assert (await stack.call("POST", "/template", template))[0] == 201
+    body = stack.notif(template_id="plus", channels=["sms"], params={"n": "text"})  # TypeError inside the template
+    status, got = await stack.call("POST", "/notif", body)
+    assert status == 422 and field_of(got) == {"params"}
+
+
+async def test_worker_pages_refuse_malformed_ids(stack: Stack) -> None:
+    for path in ("/status/a%20b/", "/status/%2E%2E/", "/status/..%2F/", "/templates/a%2Fb/", "/templates/x%0A/"):
+        status, body = await stack.worker_page(path)
+        assert status == 404 and "error" in body, path
+
+
+async def test_worker_templates_page_lists_held_versions_of_a_huge_version_at_once(stack: Stack) -> None:
+    """A version of 10**12 on the topic (the API may refuse it; the topic need not) must not freeze the page."""
+    topic = catalog(stack.settings)["templates"].topic
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for version in (1, 10**12):
+            big = TemplateVersion(template_id="big", version=version, sms_body="v")
+            await producer.send_and_wait(topic, encode(big), key=big.key.encode())
+    finally:
+        await producer.stop()
+    await stack.wait_worker_template("big", latest=10**12)
+    started = time.monotonic()
+    assert await stack.worker_page("/templates/big/") == (
+        200,
+        {"template_id": "big", "latest": 10**12, "versions": [1, 10**12]},
+    )
+    assert time.monotonic() - started < 1

@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 from clarion.schemas import DeliveryTask, NotificationRequest, PoisonMessage, decode, encode
 from clarion.schemas.codec import decode_batch, encode_batch
-from clarion.schemas.validation import ValidationFailed, validate_notification, validate_template, validate_user
+from clarion.schemas.validation import (
+    MAX_DEPTH,
+    ValidationFailed,
+    is_id,
+    is_timezone,
+    validate_notification,
+    validate_template,
+    validate_user,
+)
+from clarion.web.status import versions_of
 
 GOOD = {
     "client_id": "acme",
@@ -156,3 +165,91 @@ def test_template_validation() -> None:
     with pytest.raises(ValidationFailed) as info:
         validate_template({"template_id": "w", "version": 1})
     assert fields_of(info.value) == {"body"}
+
+
+def nested(levels: int) -> dict:
+    """An object `levels` objects deep, itself included."""
+    doc: dict = {}
+    for _ in range(levels - 1):
+        doc = {"a": doc}
+    return doc
+
+
+def error_of(exc: ValidationFailed, field: str) -> str:
+    return next(e["error"] for e in exc.errors if e["field"] == field)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        (nested(MAX_DEPTH + 1), "nested deeper than 8 levels"),
+        ({"rows": [{"cells": [[[[[[1]]]]]]}]}, "nested deeper than 8 levels"),
+        (nested(2000), "nested deeper than 8 levels"),
+        ({"many": list(range(101))}, "more than 100 entries"),
+        ({f"p{i}": 1 for i in range(101)}, "more than 100 entries"),
+        ({"order": {"k" * 129: 1}}, "key 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...' is over 128 characters"),
+        ({"blob": "x" * 16 * 1024}, "is over 16384 bytes as JSON"),
+        ({"first-name": "Ann"}, "name 'first-name' must be a letter or _"),
+        ({"2fa": "1"}, "name '2fa'"),
+        ({"naïve": "1"}, "name 'naïve'"),
+        ({"p" * 65: "1"}, "must be a letter or _ then up to 63 letters, digits or _"),
+    ],
+)
+def test_params_limits(params: dict, error: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        validate_notification({**GOOD, "params": params})
+    assert fields_of(info.value) == {"params"}
+    assert error in error_of(info.value, "params")
+
+
+def test_params_within_the_limits_pass() -> None:
+    params = {"_x": 1, "self": "kept (the renderer decides)", "deep": nested(MAX_DEPTH - 1), "p" * 64: "1"}
+    params["rows"] = [{"sku": "a-1", "qty": 2}] * 100
+    assert validate_notification({**GOOD, "params": params})["params"] == params
+
+
+def test_attributes_limits_and_free_keys() -> None:
+    user = validate_user({"user_id": "u1", "attributes": {"plan-tier": "gold", "ünï code": [1, {"a": None}]}})
+    assert user.attributes["plan-tier"] == "gold"
+    for attributes in (nested(MAX_DEPTH + 1), {"k" * 129: 1}, {"blob": "x" * 17000}, {"n": list(range(101))}):
+        with pytest.raises(ValidationFailed) as info:
+            validate_user({"user_id": "u1", "attributes": attributes})
+        assert fields_of(info.value) == {"attributes"}
+
+
+@pytest.mark.parametrize(
+    "tz", ["Europe", "Europe/", "a" * 300, "../../../etc/passwd", "Europe/Paris\x00", "", None, 1, ["UTC"]]
+)
+def test_timezone_must_be_a_known_zone_and_is_never_opened(tz: object) -> None:
+    """The names "Europe" (IsADirectoryError) and a 300-character one (OSError) used to answer 500."""
+    assert not is_timezone(tz)
+    with pytest.raises(ValidationFailed) as info:
+        validate_user({"user_id": "u1", "timezone": tz})
+    assert fields_of(info.value) == {"timezone"}
+    assert error_of(info.value, "timezone") == "must be an IANA zone such as Europe/Paris"
+
+
+def test_known_timezones_pass() -> None:
+    assert validate_user({"user_id": "u1"}).timezone == "UTC"
+    assert validate_user({"user_id": "u1", "timezone": "America/Argentina/Buenos_Aires"}).timezone.endswith("Aires")
+
+
+def test_ids_are_safe_in_a_url_path() -> None:
+    assert all(is_id(i) for i in ("n3_" + "ab" * 16, "ext:a@b.c-1", "a..b", "x" * 128))
+    assert not any(is_id(i) for i in (".", "..", "...", "a/b", "a b", "x\n", "x" * 129, "", None, 7, "été"))
+
+
+def test_channels_error_survives_deeply_nested_junk() -> None:
+    junk: list = []
+    for _ in range(5000):
+        junk = [junk]
+    with pytest.raises(ValidationFailed) as info:
+        validate_notification({**GOOD, "channels": [junk, "x" * 1000, "fax"]})
+    assert error_of(info.value, "channels").startswith("unknown channel(s) ['<list>', 'xxxx")
+    assert "'fax'" in error_of(info.value, "channels")
+
+
+def test_versions_of_a_template_come_from_the_keys_held() -> None:
+    keys = ["big@1", "big@1000000000000", "big@latest", "big@x@3", "other@2", "big"]
+    assert versions_of(keys, "big") == [1, 10**12]
+    assert versions_of(keys, "big@x") == [3]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
+
+import msgspec
 
 from clarion.schemas.records import CHANNELS, TemplateVersion, UserProfile
 
@@ -17,6 +20,30 @@ APNS_TOKEN_RE = re.compile(r"^[0-9a-fA-F]{64,200}$")
 FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 TEMPLATE_PARTS = ("email_subject", "email_text", "email_html", "push_title", "push_body", "sms_body")
+PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name a template can write as {{ name }}
+ID_ERROR = "must be 1-128 characters of letters, digits or ._:@-"
+
+# Limits on the free-form JSON of params and attributes: they travel in every record of a
+# notification and reach Jinja2, so their shape is bounded before anything else reads them.
+MAX_DEPTH = 8  # levels of nested objects and lists, the top object included
+MAX_ENTRIES = 100  # keys of one object, or items of one list
+MAX_KEY_CHARS = 128
+MAX_ENCODED_BYTES = 16 * 1024
+
+
+def is_id(value: object) -> bool:
+    """A well-formed id (client, user, template, notification); never "." or "..", so it is safe in a URL path."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None and value.strip(".") != ""
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def is_timezone(value: object) -> bool:
+    """An IANA zone name this machine knows (looked up in the set, never opened as a file)."""
+    return isinstance(value, str) and value in _zones()
 
 
 class ValidationFailed(ValueError):
@@ -43,9 +70,21 @@ class _Checker:
             if required:
                 self.fail(field, "is required")
             return None
-        if not isinstance(value, str) or not ID_RE.match(value):
-            self.fail(field, "must be 1-128 characters of letters, digits or ._:@-")
+        if not isinstance(value, str) or not ID_RE.fullmatch(value):  # match() would let a trailing \n through
+            self.fail(field, ID_ERROR)
             return None
+        return value
+
+    def free_json(self, field: str, param_names: bool = False) -> dict[str, Any]:
+        """An optional JSON object within the depth, size and key limits; {} (and a failure) when not an object."""
+        value = self.body.get(field, {})
+        if not isinstance(value, dict):
+            self.fail(field, "must be a JSON object")
+            return {}
+        if problem := (param_names and _bad_param_name(value)) or _shape_problem(value, 0):
+            self.fail(field, problem)
+        elif len(msgspec.json.encode(value)) > MAX_ENCODED_BYTES:
+            self.fail(field, f"is over {MAX_ENCODED_BYTES} bytes as JSON")
         return value
 
     def done(self) -> None:
@@ -68,20 +107,48 @@ def validate_notification(body: Any, now: float | None = None) -> dict[str, Any]
     if not isinstance(channels, list) or not channels:
         c.fail("channels", f"must be a non-empty list of {', '.join(CHANNELS)}")
     elif bad := [ch for ch in channels if ch not in CHANNELS]:
-        c.fail("channels", f"unknown channel(s) {bad}; expected {', '.join(CHANNELS)}")
+        c.fail("channels", f"unknown channel(s) {[_shown(ch) for ch in bad[:5]]}; expected {', '.join(CHANNELS)}")
     else:
         out["channels"] = list(dict.fromkeys(channels))
     version = c.body.get("template_version")
     if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
         c.fail("template_version", "must be a positive integer")
     out["template_version"] = version
-    params = c.body.get("params", {})
-    if not isinstance(params, dict):
-        c.fail("params", "must be a JSON object")
-    out["params"] = params
+    out["params"] = c.free_json("params", param_names=True)
     out["expires_at"] = _expiry(c, c.body.get("expires_at"), time.time() if now is None else now)
     c.done()
     return out
+
+
+def _bad_param_name(params: dict[str, Any]) -> str | None:
+    """Params become template variables: each name must be one Jinja2 can write as {{ name }}."""
+    for name in params:
+        if not isinstance(name, str) or not PARAM_NAME_RE.match(name):
+            return f"name {_shown(name)!r} must be a letter or _ then up to 63 letters, digits or _"
+    return None
+
+
+def _shape_problem(value: Any, depth: int) -> str | None:
+    """What breaks the limits on nested JSON in `value`, or None."""
+    if not isinstance(value, (dict, list)):
+        return None
+    if depth >= MAX_DEPTH:
+        return f"is nested deeper than {MAX_DEPTH} levels"
+    if len(value) > MAX_ENTRIES:
+        return f"has an object or list of more than {MAX_ENTRIES} entries"
+    if isinstance(value, dict):
+        if long := next((k for k in value if len(k) > MAX_KEY_CHARS), None):
+            return f"key {_shown(long)!r} is over {MAX_KEY_CHARS} characters"
+        value = value.values()
+    return next((p for item in value if (p := _shape_problem(item, depth + 1))), None)
+
+
+def _shown(value: Any) -> Any:
+    """A value as an error message may echo it: strings cut short, scalars as they are, nothing nested (its repr
+    can blow the stack)."""
+    if isinstance(value, str):
+        return value if len(value) <= 40 else value[:40] + "..."
+    return value if value is None or isinstance(value, (bool, int, float)) else f"<{type(value).__name__}>"
 
 
 def _expiry(c: _Checker, value: Any, now: float) -> float | None:
@@ -127,15 +194,9 @@ def validate_user(body: Any) -> UserProfile:
     if not isinstance(locale, str) or not LOCALE_RE.match(locale):
         c.fail("locale", "must be a BCP 47 tag such as en or pt-BR")
     tz = c.body.get("timezone", "UTC")
-    try:
-        ZoneInfo(tz) if isinstance(tz, str) else None
-        if not isinstance(tz, str):
-            raise ZoneInfoNotFoundError(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    if not is_timezone(tz):
         c.fail("timezone", "must be an IANA zone such as Europe/Paris")
-    attributes = c.body.get("attributes", {})
-    if not isinstance(attributes, dict):
-        c.fail("attributes", "must be a JSON object")
+    attributes = c.free_json("attributes")
     c.done()
     return UserProfile(
         user_id=user_id,

@@ -12,17 +12,29 @@ import secrets
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from msgspec.structs import replace as replace_struct
+from yarl import URL
 
 from clarion.logs import event, log_context
 from clarion.schemas.codec import encode
-from clarion.schemas.records import NotificationRequest
-from clarion.schemas.validation import ValidationFailed, validate_notification, validate_template, validate_user
+from clarion.schemas.records import NotificationRequest, TemplateVersion
+from clarion.schemas.validation import (
+    ID_ERROR,
+    TEMPLATE_PARTS,
+    ValidationFailed,
+    is_id,
+    validate_notification,
+    validate_template,
+    validate_user,
+)
 from clarion.tables.status import new_notification_id
 from clarion.tables.templates import RenderError, check_template, render, resolve
 from clarion.tables.templates_view import TemplatesView
@@ -79,7 +91,10 @@ async def _body(request: web.Request, limit: int | None = None) -> Any:
     limit = limit or request.app[SETTINGS].max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise Rejected(413, f"request body is over the {limit} byte limit", "body")
-    raw = await request.read()  # aiohttp enforces client_max_size (the largest limit) while reading
+    try:
+        raw = await request.read()  # aiohttp enforces client_max_size (the largest limit) while reading
+    except HttpProcessingError as exc:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+        raise Rejected(400, f"the body cannot be read: {exc.message}", "body") from None
     if len(raw) > limit:
         raise Rejected(413, f"request body is over the {limit} byte limit", "body")
     try:
@@ -90,6 +105,7 @@ async def _body(request: web.Request, limit: int | None = None) -> Any:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error is JSON: ours, aiohttp's own (404, 405, 413) and, last, a server fault."""
     try:
         return await handler(request)
     except ValidationFailed as exc:
@@ -99,6 +115,24 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_batch_request_bytes
         return _error(413, f"request body is over the {limit} byte limit", "body")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return _error(500, "internal error")
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        resp = _error(405, f"method {request.method} is not allowed here; allowed: {allowed}", "method")
+        resp.headers["Allow"] = allowed
+        return resp
+    if isinstance(exc, web.HTTPNotFound):
+        return _error(404, "no such endpoint", "path")
+    return _error(exc.status, exc.reason.lower())
 
 
 def accept_notification(app: web.Application, body: Any, trace_id: str, now: float) -> NotificationRequest:
@@ -112,12 +146,20 @@ def accept_notification(app: web.Application, body: Any, trace_id: str, now: flo
     if missing:
         raise Rejected(422, f"template {template.key} has no content for {', '.join(missing)}", "channels")
     for channel in fields["channels"]:
-        try:
-            render(template, channel, fields["params"])
-        except RenderError as exc:
-            raise Rejected(422, f"params do not render: {exc}", "params") from None
+        _check_render(template, channel, fields["params"])
     nid = new_notification_id(partition_for(fields["user_id"], app[PARTITIONS]), secrets.token_hex(16))
     return NotificationRequest(notification_id=nid, trace_id=trace_id, accepted_at=now, **fields)
+
+
+def _check_render(template: TemplateVersion, channel: str, params: dict[str, Any]) -> None:
+    """Render once to refuse params that do not render (422), whatever the template raises."""
+    try:
+        render(template, channel, params)
+    except RenderError as exc:
+        raise Rejected(422, f"params do not render: {exc}", "params") from None
+    except Exception as exc:  # e.g. {{ 1/0 }} or {{ n + "x" }}: the template and params, not the server, are at fault
+        event(log, "template raised while rendering", level=logging.WARNING, template=template.key, exc=repr(exc))
+        raise Rejected(422, f"params do not render: {type(exc).__name__}: {exc}"[:500], "params") from None
 
 
 async def _enqueue(app: web.Application, requests: list[NotificationRequest]) -> None:
@@ -169,7 +211,7 @@ async def post_notif_batch(request: web.Request) -> web.Response:
 
 async def post_template(request: web.Request) -> web.Response:
     template = validate_template(await _body(request))
-    check_template(template)
+    _check_template(template)
     view = request.app[TEMPLATES]
     existing = view.get(template.key)
     if existing is not None:
@@ -181,6 +223,30 @@ async def post_template(request: web.Request) -> web.Response:
     return _json(201, {"template_id": template.template_id, "version": template.version, "created": True})
 
 
+def _check_template(template: TemplateVersion) -> None:
+    """check_template, with a template that breaks the compiler itself (RecursionError on deep nesting,
+    ValueError from folding a huge constant) a 400 naming the part instead of a 500."""
+    try:
+        check_template(template)
+    except ValidationFailed:
+        raise
+    except Exception as exc:
+        parts = [p for p in TEMPLATE_PARTS if getattr(template, p) is not None]
+        field = next((p for p in parts if not _compiles_alone(template, p)), "body")
+        raise ValidationFailed([{"field": field, "error": f"does not compile: {type(exc).__name__}"}]) from None
+
+
+def _compiles_alone(template: TemplateVersion, part: str) -> bool:
+    others = {p: None for p in TEMPLATE_PARTS if p != part}
+    try:
+        check_template(replace_struct(template, **others))
+    except ValidationFailed:
+        return True  # it compiles; what it breaks is a limit check_template names itself
+    except Exception:
+        return False
+    return True
+
+
 async def post_users(request: web.Request) -> web.Response:
     user = validate_user(await _body(request))
     await _produce(request, "users", user.user_id, encode(user))
@@ -189,12 +255,18 @@ async def post_users(request: web.Request) -> web.Response:
 
 async def get_notif(request: web.Request) -> web.Response:
     nid = request.match_info["notification_id"]
-    url = f"{request.app[SETTINGS].status_url}/status/{nid}/"
+    if not is_id(nid):  # never asked of a worker: "..", "/" or "?" must not reach another worker page
+        errors = [{"field": "notification_id", "error": ID_ERROR}]
+        return _json(404, {"error": "unknown notification_id", "errors": errors})
+    url = URL(f"{request.app[SETTINGS].status_url}/status/{quote(nid, safe='')}/", encoded=True)
     try:
         async with request.app[HTTP].get(url) as resp:
-            return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+            body = await resp.read()
     except aiohttp.ClientError as exc:
         return _error(503, f"no worker answered for status: {type(exc).__name__}")
+    if resp.status not in (200, 404):
+        return _error(503, f"the worker answered {resp.status} for status")
+    return web.Response(status=resp.status, body=body, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -202,7 +274,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _produce(request: web.Request, name: str, key: str, value: bytes) -> None:
-    await request.app[PRODUCER].send_and_wait(request.app[TOPICS][name], value=value, key=key.encode())
+    try:
+        await request.app[PRODUCER].send_and_wait(request.app[TOPICS][name], value=value, key=key.encode())
+    except KafkaError as exc:
+        raise Rejected(503, f"the broker did not take the request: {type(exc).__name__}") from None
 
 
 def create_api(settings: Settings) -> web.Application:

@@ -10,15 +10,38 @@ table holds personal data. Only these pages expose table contents.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
+import aiohttp
 from faust.web import Request, Response, View
 
+from clarion.logs import event
+from clarion.schemas.validation import ID_ERROR, is_id
 from clarion.tables.status import decode_status, partition_of, public_status
 from clarion.tables.templates import latest_key
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
+
+log = logging.getLogger("clarion.status")
+
+
+def malformed(web: View, field: str) -> Response:
+    """404 for a path parameter that is not a well-formed id: nothing is looked up or forwarded."""
+    return web.json({"error": f"unknown {field}", "errors": [{"field": field, "error": ID_ERROR}]}, status=404)
+
+
+def versions_of(keys: Iterable[str], template_id: str) -> list[int]:
+    """The versions of `template_id` among templates-view keys (`id@version`; ids may contain @ themselves)."""
+    versions = []
+    for key in keys:
+        owner, _, version = key.rpartition("@")
+        if owner == template_id and version.isdigit():
+            versions.append(int(version))
+    return sorted(versions)
 
 
 def owners(topo: Topology, notification_id: str) -> list[str]:
@@ -38,23 +61,35 @@ def register_status_pages(topo: Topology) -> None:
 
     @app.page("/status/{notification_id}/", name="clarion.status")
     async def status(web: View, request: Request, notification_id: str) -> Response:
+        if not is_id(notification_id):
+            return malformed(web, "notification_id")
         raw = topo.status.get(notification_id)  # every partition this worker holds
         if raw is not None:
             return web.json(public_status(decode_status(raw)))
         if "local" not in request.query:
+            unreachable = 0
             for url in owners(topo, notification_id):
-                async with app.http_client.get(f"{url}/status/{notification_id}/?local=1") as resp:
-                    if resp.status == 200:
-                        return web.json(await resp.json())
+                try:
+                    async with app.http_client.get(f"{url}/status/{quote(notification_id, safe='')}/?local=1") as resp:
+                        if resp.status == 200:
+                            return web.json(await resp.json())
+                except aiohttp.ClientError as exc:
+                    unreachable += 1
+                    event(log, "status owner unreachable", level=logging.WARNING, url=url, exc=repr(exc))
+            if unreachable:
+                return web.json({"error": f"{unreachable} worker(s) that may hold it did not answer"}, status=503)
         return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
 
     @app.page("/templates/{template_id}/", name="clarion.templates")
     async def template_versions(web: View, request: Request, template_id: str) -> Response:
         """The versions of a template this worker can render (templates are not personal data)."""
+        if not is_id(template_id):
+            return malformed(web, "template_id")
         latest = topo.templates.get(latest_key(template_id))
         if latest is None:
             return web.json({"error": "unknown template", "template_id": template_id}, status=404)
-        versions = [v for v in range(1, latest + 1) if f"{template_id}@{v}" in topo.templates]
+        # only the keys held: a range up to `latest` would spin for a version such as 10**12
+        versions = versions_of(list(topo.templates), template_id)
         return web.json({"template_id": template_id, "latest": latest, "versions": versions})
 
     @app.page("/templates/", name="clarion.templates_summary")
