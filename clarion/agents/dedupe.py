@@ -52,6 +52,8 @@ def register(topo: Topology) -> None:
             topo.outcome(out, partition, "duplicate", request, duplicate_of=first)
             return
         window.remember(key, request.notification_id, partition, now)
+        if request.templates_at >= topo.templates.position:  # the API saw a version this worker has not yet
+            await topo.templates.caught_up_to(request.templates_at)
         routed = plan(request, await user_of(request, partition), topo.templates, LANE, now)
         topo.outcome(out, partition, "accepted", request, planned=len(routed.tasks))
         for channel, reason in routed.failures:

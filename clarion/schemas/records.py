@@ -34,6 +34,7 @@ class NotificationRequest(_Record):
     expires_at: float | None = None
     trace_id: str = ""
     accepted_at: float = 0.0
+    templates_at: int = -1  # the templates-topic offset of the version the API checked it against
 
 
 class DeliveryTask(_Record):

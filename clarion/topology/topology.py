@@ -59,7 +59,9 @@ class Topology:
         self.users = app.Table("users", partitions=settings.critical_partitions, **table)
         # Status lives with the user's requests and lanes, so each stage folds its own outcomes.
         self.status = app.Table("status", partitions=settings.critical_partitions, **table)
-        self.templates = TemplatesView(settings.bootstrap_servers, self.specs["templates"].topic)
+        self.templates = TemplatesView(
+            settings.bootstrap_servers, self.specs["templates"].topic, settings.broker_quirks
+        )
         self.offsets = BrokerOffsets(settings)
         self.users_progress = UsersProgress(self, self.specs["users"].topic)
         self.statuses = StatusBoard(ChangelogWriter(self, self.status))
