@@ -303,3 +303,18 @@ async def test_a_claimed_delivery_is_looked_at_again_without_spending_an_attempt
     assert again.attempt == 3 and not sent.on("dlq") and not sim.state.deliveries
     [out] = sent.on("outcomes")
     assert out.status == "retrying" and out.reason.startswith("in_flight")
+
+
+async def test_a_replayed_final_attempt_asks_no_provider_and_dead_letters_once(delivering) -> None:
+    from clarion.providers.simulator import Fault
+
+    topo, sent, sim = delivering
+    sim.state.faults.append(Fault("sms", "transient"))
+    last = task(attempt=3)
+    gone = task(address="+14155550003")
+    sim.state.faults.insert(0, Fault("sms", "permanent", gone.address))
+    await deliver(topo, last, gone)
+    await deliver(topo, last, gone)  # both replayed after a rebalance
+    assert len(sent.on("dlq")) == 1 and len(sim.state.rejected) == 2  # each provider call made once
+    statuses = sorted((o.delivery_id == last.delivery_id, o.status) for o in sent.on("outcomes"))
+    assert statuses == [(False, "failed"), (False, "failed"), (True, "dead_lettered"), (True, "dead_lettered")]

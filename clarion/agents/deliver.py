@@ -23,7 +23,7 @@ from clarion.agents.guard import Part, guarded
 from clarion.providers.base import Delivered, OutboundMessage, PermanentFailure, SendResult, TransientFailure
 from clarion.schemas.codec import encode
 from clarion.schemas.records import CHANNELS, DeliveryTask
-from clarion.tables.ledger import IN_FLIGHT, SENT
+from clarion.tables.ledger import DEAD, FAILED, FINAL, IN_FLIGHT, SENT
 from clarion.tables.templates import Rendered, RenderError, render, resolve
 from clarion.topology.catalog import lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
@@ -85,10 +85,8 @@ async def deliver_batch(
     claims = await topo.ledger.claim_many([a.task.delivery_id for a in ready])
     to_send: list[Attempt] = []
     for attempt, (state, previous_id) in zip(ready, claims, strict=True):
-        if state == SENT:
-            topo.outcome(
-                out, attempt.partition, "sent", attempt.task, provider_message_id=previous_id, **_where(attempt.task)
-            )
+        if state in FINAL:  # a replay of a settled delivery: the same outcome again, nothing else
+            _replay_final(topo, out, attempt, state, previous_id or "")
         elif state == IN_FLIGHT:
             _wait_for_claim(topo, out, attempt, now)
         else:
@@ -132,13 +130,34 @@ async def _send(topo: Topology, task: DeliveryTask, content: Any, limit: asyncio
 
 
 async def _record_in_ledger(topo: Topology, sent: list[Attempt]) -> None:
-    delivered = [(a.task.delivery_id, a.result.provider_message_id) for a in sent if isinstance(a.result, Delivered)]
-    failed = [a.task.delivery_id for a in sent if not isinstance(a.result, Delivered)]
+    """Final results stay in the ledger (a replay repeats the outcome); a retry releases its claim."""
+    final: list[tuple[str, str, str]] = []
+    retrying: list[str] = []
+    for a in sent:
+        did, result = a.task.delivery_id, a.result
+        if isinstance(result, Delivered):
+            final.append((did, SENT, result.provider_message_id))
+        elif isinstance(result, PermanentFailure):
+            final.append((did, FAILED, result.reason))
+        elif a.task.attempt >= topo.settings.max_attempts:
+            final.append((did, DEAD, f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"))
+        else:
+            retrying.append(did)
     try:
-        await topo.ledger.mark_sent_many(delivered)
-        await topo.ledger.release_many(failed)
+        await topo.ledger.record_many(final)
+        await topo.ledger.release_many(retrying)
     except Exception:  # the sends happened: report them; the claims expire on their own
         log.exception("delivery ledger update failed for %d deliveries", len(sent))
+
+
+def _replay_final(topo: Topology, out: Outbox, attempt: Attempt, state: str, detail: str) -> None:
+    task, where = attempt.task, _where(attempt.task)
+    if state == SENT:
+        topo.outcome(out, attempt.partition, "sent", task, provider_message_id=detail, **where)
+    elif state == FAILED:
+        topo.outcome(out, attempt.partition, "failed", task, reason=detail, **where)
+    else:  # DEAD: already in the DLQ once
+        topo.outcome(out, attempt.partition, "dead_lettered", task, reason=detail, **where)
 
 
 def _wait_for_claim(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:

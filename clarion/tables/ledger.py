@@ -18,14 +18,21 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 CLAIMED, IN_FLIGHT, SENT = "claimed", "in_flight", "sent"
+# Final states besides SENT: a replay of a delivery in one of them is answered from the
+# ledger (same outcome, no provider call, no second dead letter).
+FAILED, DEAD = "failed", "dead"
+FINAL = (SENT, FAILED, DEAD)
 
 
-Claim = tuple[str, str | None]  # (CLAIMED, None), (IN_FLIGHT, None) or (SENT, provider_message_id)
+Claim = tuple[str, str | None]  # (CLAIMED, None), (IN_FLIGHT, None), or (a final state, its detail)
 
 
 class DeliveryLedger(Protocol):
     async def claim_many(self, delivery_ids: Sequence[str]) -> list[Claim]: ...
-    async def mark_sent_many(self, sent: Sequence[tuple[str, str]]) -> None: ...
+    async def record_many(self, final: Sequence[tuple[str, str, str]]) -> None:
+        """(delivery_id, final state, detail): kept for the sent TTL."""
+        ...
+
     async def release_many(self, delivery_ids: Sequence[str]) -> None: ...
     async def close(self) -> None: ...
 
@@ -37,7 +44,7 @@ class _OneAtATime:
         return (await self.claim_many([delivery_id]))[0]
 
     async def mark_sent(self: DeliveryLedger, delivery_id: str, provider_message_id: str) -> None:
-        await self.mark_sent_many([(delivery_id, provider_message_id)])
+        await self.record_many([(delivery_id, SENT, provider_message_id)])
 
     async def release(self: DeliveryLedger, delivery_id: str) -> None:
         await self.release_many([delivery_id])
@@ -84,11 +91,11 @@ class RedisLedger(_OneAtATime):
         held = await self._claim(keys=keys, args=[IN_FLIGHT, self.claim_ttl])
         return [(CLAIMED, None) if value == 0 else _held(value) for value in held]
 
-    async def mark_sent_many(self, sent: Sequence[tuple[str, str]]) -> None:
-        if not sent:
+    async def record_many(self, final: Sequence[tuple[str, str, str]]) -> None:
+        if not final:
             return
-        keys = [self._key(delivery_id) for delivery_id, _ in sent]
-        await self._mark(keys=keys, args=[self.sent_ttl, *(f"{SENT}:{pmid}" for _, pmid in sent)])
+        keys = [self._key(delivery_id) for delivery_id, _, _ in final]
+        await self._mark(keys=keys, args=[self.sent_ttl, *(f"{state}:{detail}" for _, state, detail in final)])
 
     async def release_many(self, delivery_ids: Sequence[str]) -> None:
         if delivery_ids:
@@ -100,8 +107,9 @@ class RedisLedger(_OneAtATime):
 
 def _held(value: bytes | str | None) -> Claim:
     text = value.decode() if isinstance(value, bytes) else (value or "")
-    if text.startswith(SENT + ":"):
-        return SENT, text[len(SENT) + 1 :]
+    state, sep, detail = text.partition(":")
+    if sep and state in FINAL:
+        return state, detail
     return IN_FLIGHT, None
 
 
@@ -119,13 +127,13 @@ class LocalLedger(_OneAtATime):
     def _claim(self, delivery_id: str) -> Claim:
         entry = self.entries.get(delivery_id)
         if entry is not None and entry[2] > time.monotonic():
-            return (SENT, entry[1]) if entry[0] == SENT else (IN_FLIGHT, None)
+            return (entry[0], entry[1]) if entry[0] in FINAL else (IN_FLIGHT, None)
         self._put(delivery_id, IN_FLIGHT, None, 120.0)
         return CLAIMED, None
 
-    async def mark_sent_many(self, sent: Sequence[tuple[str, str]]) -> None:
-        for delivery_id, provider_message_id in sent:
-            self._put(delivery_id, SENT, provider_message_id, self.sent_ttl)
+    async def record_many(self, final: Sequence[tuple[str, str, str]]) -> None:
+        for delivery_id, state, detail in final:
+            self._put(delivery_id, state, detail, self.sent_ttl)
 
     async def release_many(self, delivery_ids: Sequence[str]) -> None:
         for delivery_id in delivery_ids:
