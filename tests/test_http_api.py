@@ -345,6 +345,13 @@ async def test_post_users_attributes_over_a_limit_is_400(stack: Stack) -> None:
     assert status == 202
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_a_compressed_body_is_415_json(stack: Stack, encoding: str) -> None:
+    """aiohttp's own decoding answered text/plain (br), 500 (gzip of junk) or hung (truncated deflate)."""
+    async with stack.http.post(stack.url + "/notif", data=b"\x08", headers={"Content-Encoding": encoding}) as resp:
+        assert resp.status == 415 and field_of(await resp.json()) == {"body"}
+
+
 async def test_a_template_that_breaks_the_compiler_is_400_naming_the_part(stack: Stack) -> None:
     deep = "{{ " + "(" * 400 + "1" + ")" * 400 + " }}"  # RecursionError in Jinja2's parser: was a 500
     status, body = await stack.call("POST", "/template", {"template_id": "deep", "version": 1, "sms_body": deep})
@@ -383,3 +390,18 @@ async def test_worker_templates_page_lists_held_versions_of_a_huge_version_at_on
         {"template_id": "big", "latest": 10**12, "versions": [1, 10**12]},
     )
     assert time.monotonic() - started < 1
+
+
+async def test_a_notification_posted_right_after_its_template_is_delivered(stack: Stack) -> None:
+    """The request carries the templates offset the API checked; the worker waits to have read it."""
+    nids = []
+    for i in range(5):
+        template = {"template_id": f"fresh-{time.monotonic_ns()}-{i}", "version": 1, "sms_body": "New {{ code }}"}
+        assert (await stack.call("POST", "/template", template))[0] == 201
+        status, body = await stack.call(
+            "POST", "/notif", stack.notif(template_id=template["template_id"], channels=["sms"])
+        )
+        assert status == 202
+        nids.append(body["notification_id"])
+    for nid in nids:
+        assert (await stack.wait_status(nid, {"sent", "failed"}))["status"] == "sent"
