@@ -11,13 +11,15 @@ hours, and a worker renders in its event loop. Here:
 - filters are wrapped: integer arguments and string results are bounded, and `replace`
   is checked before it multiplies its input; `lipsum` is gone, and so is `safe`;
 - output is produced piece by piece and stops at `max_output` characters;
-- the whole compile or render runs under a deadline (an interval timer in the main
-  thread; a signal is checked between bytecodes, which is where every template loop
-  spends its time, while the size checks above keep any single C call short).
+- the whole compile or render runs under a CPU-time budget, collections excluded (a profiling interval timer
+  in the main thread; a signal is checked between bytecodes, which is where every
+  template loop spends its time, while the size checks above keep any single C call
+  short).
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import signal
 import threading
@@ -32,6 +34,7 @@ from jinja2.sandbox import SandboxedEnvironment
 RANGE_MAX = 10_000  # items a template's range() may yield
 VALUE_MAX = 65_536  # characters or items any intermediate string or sequence may hold
 INT_BITS_MAX = 4_096  # bits of any integer an operator may produce (~1,200 digits)
+GC_ALLOWANCE_S = 1.0  # garbage collection inside one render that does not count against its budget
 
 
 class LimitExceeded(Exception):
@@ -79,36 +82,67 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 
 
 class Deadline:
-    """A render or compile budget, enforced by SIGALRM in the main thread."""
+    """A render or compile budget in CPU time of the rendering thread, enforced by SIGPROF.
+
+    CPU time, not wall time, and not the garbage collector's: on a loaded machine the
+    scheduler may take the CPU away mid-render, and a full collection of a large worker
+    heap can take longer than the whole budget; a good template must not fail for either.
+    ITIMER_PROF counts the whole process, so it fires no later than the thread's own
+    clock; the handler re-arms it for whatever the template has left.
+    """
 
     def __init__(self) -> None:
-        self.until = float("inf")
+        self.budget = float("inf")
+        self.started = 0.0
+        self.collecting = 0.0  # time spent in collections since `started`
+        self._gc_from = 0.0
         self.armed = False
 
-    def check(self) -> None:
-        if time.monotonic() > self.until:
-            raise LimitExceeded("time budget exceeded")
+    def used(self) -> float:
+        # at most GC_ALLOWANCE_S of collections is forgiven: a template cannot hide its work in them
+        return time.thread_time() - self.started - min(self.collecting, GC_ALLOWANCE_S)
 
-    def _on_alarm(self, signum: int, frame: Any) -> None:
-        if self.armed:
-            raise LimitExceeded("time budget exceeded")
+    def check(self) -> None:
+        if self.used() > self.budget:
+            raise LimitExceeded(self._exceeded())
+
+    def _exceeded(self) -> str:
+        return f"time budget exceeded ({self.used() * 1000:.0f} ms of CPU, budget {self.budget * 1000:.0f} ms)"
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_from = time.thread_time()
+        else:
+            self.collecting += time.thread_time() - self._gc_from
+
+    def _on_tick(self, signum: int, frame: Any) -> None:
+        if not self.armed:
+            return
+        left = self.budget - self.used()
+        if left <= 0:
+            raise LimitExceeded(self._exceeded())
+        signal.setitimer(signal.ITIMER_PROF, max(left, 0.001))
 
     @contextmanager
     def within(self, seconds: float) -> Iterator[None]:
-        self.until = time.monotonic() + seconds
+        self.budget = seconds
+        self.collecting = 0.0
+        self.started = time.thread_time()
+        gc.callbacks.append(self._on_gc)
         use_timer = threading.current_thread() is threading.main_thread()
         if use_timer:
-            if signal.getsignal(signal.SIGALRM) != self._on_alarm:  # installed once, armed per use
-                signal.signal(signal.SIGALRM, self._on_alarm)
+            if signal.getsignal(signal.SIGPROF) != self._on_tick:  # installed once, armed per use
+                signal.signal(signal.SIGPROF, self._on_tick)
             self.armed = True
-            signal.setitimer(signal.ITIMER_REAL, seconds)
+            signal.setitimer(signal.ITIMER_PROF, seconds)
         try:
             yield
         finally:
             self.armed = False
-            self.until = float("inf")
+            self.budget = float("inf")
+            gc.callbacks.remove(self._on_gc)
             if use_timer:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 DEADLINE = Deadline()
