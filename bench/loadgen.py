@@ -22,11 +22,12 @@ Closed and batch modes run --warmup seconds of load first, then count the reques
 the next --duration seconds. A failed request (connection error, 10 s timeout, unparsable response)
 is counted in "errors" under the exception's name, an HTTP error under its status code. Every summary
 also has "cpu_us_per_request", the generator's own CPU cost, to spot a saturated generator.
-Idempotency keys are "<random run id>-<counter>", unique across runs.
+Idempotency keys are "<random run id>-<counter>", unique across runs. Every request carries
+`Authorization: Bearer <--key>`; the bodies name no client_id (the key's client is the sender).
 
-    python bench/loadgen.py open --url http://127.0.0.1:8080 --rate 5000 --duration 10 --out req.jsonl
-    python bench/loadgen.py closed --url http://127.0.0.1:8080 --connections 32 --duration 10
-    python bench/loadgen.py batch --url http://127.0.0.1:8080 --connections 4 --batch 1000 --duration 10
+    python bench/loadgen.py open --url http://127.0.0.1:8080 --key clk_... --rate 5000 --duration 10 --out req.jsonl
+    python bench/loadgen.py closed --url http://127.0.0.1:8080 --key clk_... --connections 32 --duration 10
+    python bench/loadgen.py batch --url http://127.0.0.1:8080 --key clk_... --connections 4 --batch 1000 --duration 10
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Bodies:
 
     def __init__(self, users: int, user_prefix: str, template: str, channels: list[str]) -> None:
         run_id = secrets.token_hex(6)
-        head = b'{"client_id":"bench","idempotency_key":"' + run_id.encode() + b'-\x00","user_id":'
+        head = b'{"idempotency_key":"' + run_id.encode() + b'-\x00","user_id":'
         tail = b',"channels":' + orjson.dumps(channels) + b',"template_id":' + orjson.dumps(template)
         tail += b',"params":{"n":\x00}}'
         self._templates = [_as_format(head + orjson.dumps(f"{user_prefix}{u}") + tail) for u in range(users)]
@@ -117,6 +118,7 @@ def payload_maker(args: argparse.Namespace, target: Target) -> Callable[[], byte
     else:
         path, body_of = "/notif", bodies.one
     head = f"POST {path} HTTP/1.1\r\nHost: ".encode() + target.host_header
+    head += b"\r\nAuthorization: Bearer " + args.key.encode()
     head = _as_format(head + b"\r\nContent-Type: application/json\r\nContent-Length: \x00\r\n\r\n")
 
     def make() -> bytes:
@@ -552,9 +554,17 @@ def closed_summary(args: argparse.Namespace, tally: Tally, cpu: float) -> dict:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
+def api_key(text: str) -> str:
+    """A key fit for a header line: printable ASCII, no spaces."""
+    if not text or not text.isascii() or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("an API key is printable ASCII without spaces")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8080")
+    common.add_argument("--key", required=True, type=api_key, help="API key, sent as Authorization: Bearer KEY")
     common.add_argument("--duration", type=float, default=10.0, help="seconds of (measured) load")
     common.add_argument("--users", type=int, default=200, help="user ids are <prefix>0..<prefix>N-1")
     common.add_argument("--user-prefix", default="u")

@@ -8,6 +8,8 @@ and a fresh consumer group on it. The simulator answers at 0 ms. Phases:
   latency   open-loop POST /notif at fixed rates -> simulator receipts (API + worker)
   ingest    POST /notif and POST /notif/batch into one API process
 
+The API phases send an API key of client "bench" (scopes send, read), made per phase.
+
 Prints one table and writes the numbers to bench/results/<UTC time>.json.
 """
 
@@ -32,8 +34,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import stack
+from clarion.keys import create_key
 from clarion.schemas.codec import encode
 from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis
+from clarion.topology.settings import Settings
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -151,15 +155,20 @@ class Bench:
             raise RuntimeError(f"{script} {' '.join(argv)} exited with {proc.returncode}")
         return json.loads(out)
 
-    async def loadgen(self, *argv: str) -> dict[str, Any]:
-        return await self.run_script("loadgen.py", *argv)
+    async def api_key(self, settings: Settings) -> str:
+        """A new key for the bench's client on this phase's topics, good for sending and reading."""
+        key, _ = await create_key(settings, stack.CLIENT, ["send", "read"], name="bench")
+        return key
 
-    async def open_loop(self, api_url: str, rate: float, duration: float) -> dict[str, Any]:
+    async def loadgen(self, mode: str, api_url: str, key: str, *argv: str) -> dict[str, Any]:
+        return await self.run_script("loadgen.py", mode, "--url", api_url, "--key", key, *argv)
+
+    async def open_loop(self, api_url: str, key: str, rate: float, duration: float) -> dict[str, Any]:
         """Offer `rate` POST /notif per second; latency is schedule -> simulator receipt."""
         out_file = self.run_dir / f"open-{rate:g}-{time.monotonic_ns()}.jsonl"
         before = await self.delivered_so_far()
         summary = await self.loadgen(
-            "open", "--url", api_url, "--rate", str(rate), "--duration", str(duration), "--out", str(out_file)
+            "open", api_url, key, "--rate", str(rate), "--duration", str(duration), "--out", str(out_file)
         )
         sent = {}
         for line in out_file.read_text().splitlines():
@@ -195,14 +204,15 @@ class Bench:
         out: dict[str, Any] = {"fresh": [], "search": []}
         try:
             await worker.wait_ready()
-            await self.open_loop(api_url, 100, 2)  # warm-up: connections, caches
+            key = await self.api_key(settings)
+            await self.open_loop(api_url, key, 100, 2)  # warm-up: connections, caches
             await asyncio.sleep(settings.fetch_idle_after_s + 3)  # long enough for the worker to go idle
             window = stack.CpuWindow(self.pids(worker=worker.proc.pid, api=api.pid)).start()
             await asyncio.sleep(10)
             idle = window.stop()
             out["idle_cpu_percent"] = {k: round(100 * v / idle["wall"], 1) for k, v in idle.items() if k != "wall"}
             for rate in rates:
-                out["fresh"].append(await self.open_loop(api_url, rate, duration))
+                out["fresh"].append(await self.open_loop(api_url, key, rate, duration))
             # The highest rate the stack sustains: every request delivered, p99 under 1 s.
             # Step up from the highest fixed rate that held, until one does not.
             held = [row["offered_per_s"] for row in out["fresh"] if row["sustained"]]
@@ -210,29 +220,31 @@ class Bench:
             for step in (1.5, 2.0, 2.5, 3.0, 4.0):
                 if top * step >= max(rates) and not all(r["sustained"] for r in out["fresh"]):
                     break  # a fixed rate above this already failed
-                row = await self.open_loop(api_url, top * step, duration)
+                row = await self.open_loop(api_url, key, top * step, duration)
                 out["search"].append(row)
                 if not row["sustained"]:
                     break
             out["highest_sustained_per_s"] = max(
                 (r["offered_per_s"] for r in out["fresh"] + out["search"] if r["sustained"]), default=None
             )
-            out["grown"] = await self.grow(api_url, self.args.grow)
-            out["after_growth"] = [await self.open_loop(api_url, rates[1], duration)]
+            out["grown"] = await self.grow(api_url, key, self.args.grow)
+            out["after_growth"] = [await self.open_loop(api_url, key, rates[1], duration)]
         finally:
             api.stop()
             worker.stop()
         return out
 
-    async def grow(self, api_url: str, total: int) -> dict[str, Any]:
+    async def grow(self, api_url: str, key: str, total: int) -> dict[str, Any]:
         """Push `total` notifications through the batch endpoint and wait until all are delivered."""
         before = await self.delivered_so_far()
         started = time.monotonic()
         accepted = 0
         while accepted < total:
             summary = await self.loadgen(
-                "batch", "--url", api_url, "--connections", "2", "--duration", "5", "--warmup", "0"
+                "batch", api_url, key, "--connections", "2", "--duration", "5", "--warmup", "0"
             )
+            if not summary["notifications_accepted"]:
+                raise RuntimeError(f"POST /notif/batch accepted nothing: {summary['errors']}")
             accepted += summary["notifications_accepted"]
         await stack.wait_for_deliveries(self.sim_url, before + accepted, timeout_s=600)
         return {"notifications": accepted, "seconds": time.monotonic() - started}
@@ -245,12 +257,13 @@ class Bench:
         api = stack.api(settings, self.run_dir)
         url = f"http://127.0.0.1:{settings.api_port}"
         try:
-            await self.loadgen("closed", "--url", url, "--connections", "8", "--duration", "1")  # warm-up
+            key = await self.api_key(settings)
+            await self.loadgen("closed", url, key, "--connections", "8", "--duration", "1")  # warm-up
             window = stack.CpuWindow({"api": api.pid, "tansu": self.broker.proc.pid}).start()
-            single = await self.loadgen("closed", "--url", url, "--connections", "64", "--duration", str(duration))
+            single = await self.loadgen("closed", url, key, "--connections", "64", "--duration", str(duration))
             single["cpu_s"] = window.stop()
             window.start()
-            batch = await self.loadgen("batch", "--url", url, "--connections", "4", "--duration", str(duration))
+            batch = await self.loadgen("batch", url, key, "--connections", "4", "--duration", str(duration))
             batch["cpu_s"] = window.stop()
         finally:
             api.stop()
