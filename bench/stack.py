@@ -32,7 +32,9 @@ from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess, settings_env
 
 TICKS = os.sysconf("SC_CLK_TCK")
+CLIENT = "bench"
 TEMPLATE = TemplateVersion(
+    client_id=CLIENT,
     template_id="bench",
     version=1,
     email_subject="Code {{ n }}",
@@ -165,6 +167,7 @@ def users(n: int, channels: list[str]) -> list[UserProfile]:
     """u0..u{n-1} with an address on every channel the bench uses."""
     return [
         UserProfile(
+            client_id=CLIENT,
             user_id=f"u{i}",
             email=f"u{i}@example.com" if "email" in channels else None,
             phone=f"+1415555{i:04d}" if "sms" in channels else None,
@@ -183,7 +186,7 @@ async def seed(settings: Settings, user_list: list[UserProfile]) -> None:
     await producer.start()
     try:
         await producer.send_and_wait(specs["templates"].topic, encode(TEMPLATE), key=TEMPLATE.key.encode())
-        sent = [await producer.send(specs["users"].topic, encode(u), key=u.user_id.encode()) for u in user_list]
+        sent = [await producer.send(specs["users"].topic, encode(u), key=u.key.encode()) for u in user_list]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
@@ -195,7 +198,7 @@ def requests(n: int, user_list: list[UserProfile], channels: list[str]) -> list[
     return [
         NotificationRequest(
             notification_id=f"n_{run}_{i}",
-            client_id="bench",
+            client_id=CLIENT,
             idempotency_key=f"{run}-{i}",
             user_id=user_list[i % len(user_list)].user_id,
             channels=channels,
@@ -217,12 +220,12 @@ async def preload(settings: Settings, reqs: list[NotificationRequest], per_recor
     records = 0
     try:
         futures = []
-        for partition, group in by_partition(reqs, lambda r: r.user_id, spec.partitions).items():
+        for partition, group in by_partition(reqs, lambda r: r.user_key, spec.partitions).items():
             for start in range(0, len(group), per_record):
                 chunk = group[start : start + per_record]
                 value = encode(chunk[0]) if per_record == 1 else encode_batch(encode(r) for r in chunk)
                 futures.append(
-                    await producer.send(spec.topic, value, key=chunk[0].user_id.encode(), partition=partition)
+                    await producer.send(spec.topic, value, key=chunk[0].user_key.encode(), partition=partition)
                 )
                 records += 1
         await asyncio.gather(*futures)

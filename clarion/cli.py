@@ -21,6 +21,15 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
     sub.add_parser("topics", help="print the topic catalog for the current settings")
     sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke (needs CLARION_KAFKA)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="a new key for CLIENT_ID, printed once")
+    create.add_argument("client_id")
+    create.add_argument("--scopes", default="send,users,templates,read", help="comma-separated (default: all)")
+    create.add_argument("--name", default="", help="a label to tell keys apart")
+    keys_sub.add_parser("list", help="every key: id, client, scopes, created, revoked")
+    revoke = keys_sub.add_parser("revoke", help="stop accepting a key")
+    revoke.add_argument("key_id")
     sim = sub.add_parser("simulator", help="the provider simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9900)
@@ -33,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         os.execvp(sys.executable, [sys.executable, *WORKER_ARGS])
     if args.command == "topics":
         print_catalog(Settings.from_env())
+    elif args.command == "keys":
+        sys.exit(asyncio.run(_keys(args, Settings.from_env())))
     elif args.command == "dev":
         asyncio.run(_dev(args))
     elif args.command == "api":
@@ -61,6 +72,38 @@ def print_catalog(settings: Settings) -> None:
         policy = "compact" if spec.compacted else "delete"
         value = f"`{spec.value.__name__}`" + (" or an array of them" if spec.batched else "")
         print(f"| `{spec.topic}` | {spec.partitions} | {spec.key} | {value} | {policy} | {spec.purpose} |")
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from clarion.keys import create_key, list_keys, parse_scopes, revoke_key
+
+    if args.keys_command == "create":
+        try:
+            key, record = await create_key(settings, args.client_id, parse_scopes(args.scopes), args.name)
+        except ValueError as exc:
+            print(f"clarion keys create: {exc}", file=sys.stderr)
+            return 2
+        print(f"key id: {record.key_id}  client: {record.client_id}  scopes: {','.join(record.scopes)}")
+        print(f"api key: {key}")
+        print("(shown once: only its hash is stored)")
+    elif args.keys_command == "list":
+        print("key_id            client_id         scopes                     created              revoked")
+        for k in await list_keys(settings):
+            revoked = _when(k.revoked_at) if k.revoked_at else "-"
+            print(f"{k.key_id:<17} {k.client_id:<17} {','.join(k.scopes):<26} {_when(k.created_at):<20} {revoked}")
+    elif args.keys_command == "revoke":
+        record = await revoke_key(settings, args.key_id)
+        if record is None:
+            print(f"clarion keys revoke: no key {args.key_id!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {record.key_id} (client {record.client_id})")
+    return 0
+
+
+def _when(ts: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _dev(args: argparse.Namespace) -> None:

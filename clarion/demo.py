@@ -41,9 +41,10 @@ CASES = [
 TERMINAL = {"sent", "failed", "dead-lettered", "duplicate"}
 
 
-async def run_demo(api_url: str, sim: Simulator, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Send the demo traffic, wait for every outcome, print a table; returns the rows."""
-    async with aiohttp.ClientSession(raise_for_status=False) as http:
+async def run_demo(api_url: str, sim: Simulator, api_key: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Send the demo traffic with `api_key`, wait for every outcome, print a table; returns the rows."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with aiohttp.ClientSession(raise_for_status=False, headers=headers) as http:
         await _post(http, f"{api_url}/template", WELCOME)
         for user in (ALICE, BOB):
             await _post(http, f"{api_url}/users", user)
@@ -54,7 +55,7 @@ async def run_demo(api_url: str, sim: Simulator, timeout_s: float = 60.0) -> lis
         for label, case in CASES:
             sent_at = time.time()
             body = await _post(
-                http, f"{api_url}/notif", {"client_id": "demo", "template_id": "welcome", "params": PARAMS, **case}
+                http, f"{api_url}/notif", {"template_id": "welcome", "params": PARAMS, **case}
             )
             rows.append({"case": label, "id": body["notification_id"], "posted": sent_at})
         deadline = time.monotonic() + timeout_s

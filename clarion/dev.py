@@ -13,12 +13,16 @@ from pathlib import Path
 from aiohttp import web
 
 from clarion.demo import run_demo
+from clarion.keys import create_key
 from clarion.providers.simulator import start_simulator
+from clarion.tables.api_keys import SCOPES
 from clarion.topology import tansu
 from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
+
+DEMO_CLIENT = "demo"
 
 
 def dev_settings(base: Settings, bootstrap: str | None, redis: str, sim_url: str, run_dir: Path) -> Settings:
@@ -64,14 +68,19 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
         await web.TCPSite(api_runner, settings.api_host, settings.api_port).start()
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         print(f"API on {api_url} (worker web {worker.url}, logs {worker.log_path})")
+        api_key, _ = await create_key(settings, DEMO_CLIENT, list(SCOPES), name="clarion dev")
+        print(f"api key: {api_key}")
+        print(f"(client {DEMO_CLIENT!r}; more with  CLARION_KAFKA={settings.kafka} "
+              f"CLARION_BROKER_QUIRKS={settings.broker_quirks} clarion keys create CLIENT_ID)")  # fmt: skip
         waited = await worker.wait_ready()
         print(f"worker ready after {waited:.1f}s")
         try:
             if demo:
-                await run_demo(api_url, sim)
+                await run_demo(api_url, sim, api_key)
                 print(f"demo done {time.monotonic() - started:.1f}s after start")
             if linger:
-                print(f"serving: try  curl -s {api_url}/notif/<id>   (Ctrl-C stops everything)")
+                auth = f"-H 'Authorization: Bearer {api_key}'"
+                print(f"serving: try  curl -s {auth} {api_url}/notif/<id>   (Ctrl-C stops everything)")
                 await _until_signal()
         finally:
             await api_runner.cleanup()

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from clarion.keys import create_key
 from clarion.schemas.records import DeadLetter, Outcome, asdict
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import catalog
@@ -101,9 +102,15 @@ class Replayer:
         self.sim = sim
         self.specs = catalog(settings)
         self.bootstrap = settings.bootstrap_servers
+        self.keys: dict[str, str] = {}  # client -> an API key to read its templates from the worker
 
     async def prepare(self) -> None:
         await ensure_topics(self.bootstrap, list(self.specs.values()))
+
+    async def key_for(self, client_id: str) -> str:
+        if client_id not in self.keys:
+            self.keys[client_id], _ = await create_key(self.settings, client_id, ["templates"])
+        return self.keys[client_id]
 
     async def through_worker(
         self, scenario: Scenario, log_path: Path, settings: Settings | None = None, feed_first: bool = False
@@ -131,6 +138,8 @@ class Replayer:
         try:
             for step in scenario.steps:
                 if "input" in step:
+                    if step["input"] == "templates":
+                        await self.key_for(step["value"]["client_id"])
                     value = step["raw"].encode() if "raw" in step else orjson.dumps(step["value"])
                     await producer.send_and_wait(self.specs[step["input"]].topic, value=value, key=step["key"].encode())
                 elif "fault" in step:
@@ -163,12 +172,17 @@ class Replayer:
                 await asyncio.sleep(0.2)
 
     async def worker_template_versions(self) -> int:
+        """Template versions the worker holds, summed over the clients the scenario has templates for."""
         url = f"http://127.0.0.1:{self.settings.web_port}/templates/"
-        try:
-            async with aiohttp.ClientSession() as http, http.get(url) as resp:
-                return len((await resp.json())["versions"]) if resp.status == 200 else 0
-        except aiohttp.ClientError:
-            return 0
+        held = 0
+        async with aiohttp.ClientSession() as http:
+            for key in self.keys.values():
+                try:
+                    async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
+                        held += len((await resp.json())["versions"]) if resp.status == 200 else 0
+                except aiohttp.ClientError:
+                    pass
+        return held
 
     def _strip_prefix(self, record: dict[str, Any]) -> dict[str, Any]:
         if "source_topic" in record:

@@ -23,7 +23,8 @@ from clarion.tables.status import decode_status
 from clarion.topology.app import create_app
 from clarion.topology.settings import Settings
 
-TEMPLATE = TemplateVersion(template_id="w", version=1, sms_body="Hi {{ name }}")
+USER = UserProfile(client_id="c", user_id="u1", phone="+14155550100")
+TEMPLATE = TemplateVersion(client_id="c", template_id="w", version=1, sms_body="Hi {{ name }}")
 MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
 
 
@@ -111,13 +112,13 @@ async def test_dedupe_route_emits_tasks_then_flags_the_duplicate(wired) -> None:
     app, topo, sent = wired
     topo.templates.add(TEMPLATE)
     topo.templates.ready.set()
-    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
-    assert topo.templates["w@latest"] == 1 and b"+14155550100" in topo.users[b"u1"]
+    await put(app, "clarion.users.table", "c/u1", encode(USER))
+    assert topo.templates["c/w@latest"] == 1 and b"+14155550100" in topo.users[b"c/u1"]
 
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
-        await agent.put(encode(request("n1")), key=b"u1")
-        await agent.put(encode(request("n2")), key=b"u1")
-        await agent.put(b"garbage", key=b"u1")
+        await agent.put(encode(request("n1")), key=b"c/u1")
+        await agent.put(encode(request("n2")), key=b"c/u1")
+        await agent.put(b"garbage", key=b"c/u1")
     tasks = sent.on("critical.sms")
     assert [(t.delivery_id, t.address, t.template_version) for t in tasks] == [("n1.sms.0", "+14155550100", 1)]
     assert [(o.notification_id, o.status, o.planned, o.duplicate_of) for o in sent.on("outcomes")] == [
@@ -134,10 +135,10 @@ async def test_a_batch_record_is_routed_as_one_record_per_lane(wired) -> None:
     app, topo, sent = wired
     topo.templates.add(TEMPLATE)
     topo.templates.ready.set()
-    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    await put(app, "clarion.users.table", "c/u1", encode(USER))
     batch = encode_batch(encode(request(f"n{i}", key=f"k{i}")) for i in range(5))
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
-        await agent.put(batch, key=b"u1")
+        await agent.put(batch, key=b"c/u1")
     lane_records = [value for topic, _, value, _ in sent if topic == "critical.sms"]
     assert len(lane_records) == 1 and len(orjson.loads(lane_records[0])) == 5
     assert sorted(t.delivery_id for t in sent.on("critical.sms")) == [f"n{i}.sms.0" for i in range(5)]
@@ -147,10 +148,10 @@ async def test_one_bad_item_in_a_batch_does_not_cost_the_others(wired) -> None:
     app, topo, sent = wired
     topo.templates.add(TEMPLATE)
     topo.templates.ready.set()
-    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    await put(app, "clarion.users.table", "c/u1", encode(USER))
     batch = encode_batch([encode(request("n1")), b'{"notification_id": "n-bad"}', encode(request("n2", key="k2"))])
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
-        await agent.put(batch, key=b"u1")
+        await agent.put(batch, key=b"c/u1")
     assert sorted(t.delivery_id for t in sent.on("critical.sms")) == ["n1.sms.0", "n2.sms.0"]
     [letter] = sent.on("dlq")
     assert letter.payload == '{"notification_id": "n-bad"}' and "client_id" in letter.reason
@@ -160,10 +161,10 @@ async def test_each_stage_folds_its_outcomes_into_the_status_table(wired) -> Non
     app, topo, sent = wired
     topo.templates.add(TEMPLATE)
     topo.templates.ready.set()
-    await put(app, "clarion.users.table", "u1", encode(UserProfile(user_id="u1", phone="+14155550100")))
+    await put(app, "clarion.users.table", "c/u1", encode(USER))
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
-        await agent.put(encode(request("n1")), key=b"u1")
-        await agent.put(encode(request("n2", key="k1")), key=b"u1")
+        await agent.put(encode(request("n1")), key=b"c/u1")
+        await agent.put(encode(request("n2", key="k1")), key=b"c/u1")
     assert decode_status(topo.status[b"n1"]).status == "accepted"
     assert decode_status(topo.status[b"n2"]).status == "duplicate"
     [task] = sent.on("critical.sms")

@@ -29,6 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clarion.keys import create_key
+from clarion.tables.api_keys import SCOPES
 from clarion.topology.embedded import stop_process, wait_for_port
 from clarion.topology.worker import WorkerProcess, settings_env
 from tests.conftest import test_settings
@@ -70,15 +72,16 @@ def route_of(method: str, path: str) -> str:
 class Client:
     """One keep-alive connection to the API; counts what it sends and checks every answer."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, key: str) -> None:
         self.port = port
+        self.auth = {"Authorization": f"Bearer {key}"}
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.sent: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
 
     def send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> int:
         self.sent[route_of(method, path)] += 1
-        status, content_type, data = self._exchange(method, path, body, headers or {})
+        status, content_type, data = self._exchange(method, path, body, {**self.auth, **(headers or {})})
         self.statuses[status] += 1
         assert status < 500, f"{method} {path} {body!r:.300} -> {status} {data!r:.300}"
         if status >= 400 and method != "HEAD":
@@ -119,7 +122,8 @@ def api(broker: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
     try:
         wait_for_port(cfg.api_port, timeout_s=60)
         asyncio.run(worker.wait_ready())
-        client = Client(cfg.api_port)
+        key, _ = asyncio.run(create_key(cfg, "fuzz", list(SCOPES)))
+        client = Client(cfg.api_port, key)
         assert client.send("POST", "/template", orjson.dumps(TEMPLATE)) == 201
         assert client.send("POST", "/users", orjson.dumps(USER)) == 202
         yield client
@@ -276,6 +280,11 @@ HEADERS = st.just({}) | st.sampled_from(
         {"Content-Encoding": "br"},
         {"Transfer-Encoding": "chunked"},
         {"Expect": "100-continue"},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer clk_0123456789abcdef_" + "A" * 43},
+        {"Authorization": "Bearer " + "clk_" * 1000},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
     ]
 )
 SEGMENT_CHARS = string.ascii_letters + string.digits + "-._~:@!$&'()*+,;=%"

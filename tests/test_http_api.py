@@ -4,104 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-import pytest_asyncio
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from yarl import URL
 
-from clarion.providers.simulator import start_simulator
 from clarion.schemas.codec import encode
 from clarion.schemas.records import TemplateVersion
 from clarion.topology.catalog import catalog
-from clarion.topology.embedded import free_port
-from clarion.topology.worker import WorkerProcess
-from clarion.web.api import create_api
-from tests.conftest import test_settings
+from tests.api_stack import CLIENT, TEMPLATE, Stack, api_stack_fixture
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-TEMPLATE = {
-    "template_id": "otp",
-    "version": 1,
-    "email_subject": "Code",
-    "email_text": "Your code: {{ code }}",
-    "sms_body": "Code {{ code }}",
-}
-USER = {"user_id": "alice", "email": "alice@example.com", "phone": "+14155550100"}
-
-
-class Stack:
-    def __init__(self, url: str, http: aiohttp.ClientSession, sim: Any, settings: Any) -> None:
-        self.url, self.http, self.sim, self.settings = url, http, sim, settings
-
-    async def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-        kwargs = {"data": raw} if raw is not None else {"json": body}
-        # encoded: the path goes out as written ("..%2F" stays, "/../" is not folded by the client)
-        async with self.http.request(method, URL(self.url + path, encoded=True), **kwargs) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def worker_page(self, path: str) -> tuple[int, Any]:
-        url = URL(f"http://127.0.0.1:{self.settings.web_port}{path}", encoded=True)
-        async with self.http.get(url) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    def notif(self, **kw: Any) -> dict[str, Any]:
-        return {
-            "client_id": "web",
-            "idempotency_key": f"k-{time.monotonic_ns()}",
-            "user_id": "alice",
-            "channels": ["email"],
-            "template_id": "otp",
-            "params": {"code": "1234"},
-            **kw,
-        }
-
-    async def wait_worker_template(self, template_id: str, latest: int, timeout_s: float = 10) -> None:
-        url = f"http://127.0.0.1:{self.settings.web_port}/templates/{template_id}/"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            async with self.http.get(url) as resp:
-                if resp.status == 200 and (await resp.json())["latest"] == latest:
-                    return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"worker never held {template_id}@{latest}")
-
-    async def wait_status(self, nid: str, want: set[str], timeout_s: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status, body = await self.call("GET", f"/notif/{nid}")
-            if status == 200 and body["status"] in want:
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{nid} still {status} {body}")
-            await asyncio.sleep(0.1)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(broker, redis_server, tmp_path_factory) -> AsyncIterator[Stack]:
-    tmp = Path(tmp_path_factory.mktemp("http"))
-    sim_port = free_port()
-    sim, sim_runner = await start_simulator("127.0.0.1", sim_port)
-    settings = test_settings(broker, redis_server.url, f"http://127.0.0.1:{sim_port}", tmp, max_request_bytes=4096)
-    runner = web.AppRunner(create_api(settings), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.api_port).start()
-    worker = WorkerProcess(settings, tmp / "worker.log").start()
-    async with aiohttp.ClientSession() as http:
-        s = Stack(f"http://127.0.0.1:{settings.api_port}", http, sim, settings)
-        assert (await s.call("POST", "/template", TEMPLATE))[0] == 201
-        assert (await s.call("POST", "/users", USER))[0] == 202
-        await worker.wait_ready()
-        yield s
-    worker.stop()
-    await runner.cleanup()
-    await sim_runner.cleanup()
+stack = api_stack_fixture()
 
 
 async def test_healthz(stack: Stack) -> None:
@@ -133,9 +48,8 @@ async def test_same_idempotency_key_twice_is_delivered_once(stack: Stack) -> Non
 
 async def test_traceparent_trace_id_is_kept(stack: Stack) -> None:
     trace = "0af7651916cd43dd8448eb211c80319c"
-    async with stack.http.post(
-        stack.url + "/notif", json=stack.notif(), headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"}
-    ) as resp:
+    headers = {**stack.auth(stack.key), "traceparent": f"00-{trace}-b7ad6b7169203331-01"}
+    async with stack.http.post(stack.url + "/notif", json=stack.notif(), headers=headers) as resp:
         assert (await resp.json())["trace_id"] == trace
 
 
@@ -293,7 +207,7 @@ async def test_get_notif_id_with_colon_and_at_reaches_the_worker_intact(stack: S
 async def test_unknown_paths_and_wrong_methods_answer_json(
     stack: Stack, method: str, path: str, status: int, field: str
 ) -> None:
-    async with stack.http.request(method, stack.url + path) as resp:
+    async with stack.http.request(method, stack.url + path, headers=stack.auth(stack.key)) as resp:
         assert resp.status == status and resp.content_type == "application/json"
         body = await resp.json()
         if status == 405:
@@ -348,7 +262,9 @@ async def test_post_users_attributes_over_a_limit_is_400(stack: Stack) -> None:
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
 async def test_a_compressed_body_is_415_json(stack: Stack, encoding: str) -> None:
     """aiohttp's own decoding answered text/plain (br), 500 (gzip of junk) or hung (truncated deflate)."""
-    async with stack.http.post(stack.url + "/notif", data=b"\x08", headers={"Content-Encoding": encoding}) as resp:
+    async with stack.http.post(
+        stack.url + "/notif", data=b"\x08", headers={**stack.auth(stack.key), "Content-Encoding": encoding}
+    ) as resp:
         assert resp.status == 415 and field_of(await resp.json()) == {"body"}
 
 
@@ -379,7 +295,7 @@ async def test_worker_templates_page_lists_held_versions_of_a_huge_version_at_on
     await producer.start()
     try:
         for version in (1, 10**12):
-            big = TemplateVersion(template_id="big", version=version, sms_body="v")
+            big = TemplateVersion(client_id=CLIENT, template_id="big", version=version, sms_body="v")
             await producer.send_and_wait(topic, encode(big), key=big.key.encode())
     finally:
         await producer.stop()

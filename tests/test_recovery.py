@@ -9,12 +9,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from clarion.keys import create_key
 from clarion.topology.worker import WorkerProcess
 from tests.conftest import test_settings
 from tests.replay_harness import Replayer, Scenario, canonical, normalize
 
-TEMPLATE = {"template_id": "w", "version": 1, "sms_body": "Hi {{ name }}"}
-USER = {"user_id": "u1", "phone": "+14155550100"}
+TEMPLATE = {"client_id": "c", "template_id": "w", "version": 1, "sms_body": "Hi {{ name }}"}
+USER = {"client_id": "c", "user_id": "u1", "phone": "+14155550100"}
 
 
 def request(nid: str, key: str) -> dict[str, Any]:
@@ -27,14 +28,14 @@ def request(nid: str, key: str) -> dict[str, Any]:
         "template_id": "w",
         "params": {"name": "Ann"},
     }
-    return {"input": "critical.requests", "key": "u1", "value": value}
+    return {"input": "critical.requests", "key": "c/u1", "value": value}
 
 
 def batch(nids: list[str], keys: list[str]) -> dict[str, Any]:
     """One record holding many requests: their changelog writes go out as multi-record batches."""
     return {
         "input": "critical.requests",
-        "key": "u1",
+        "key": "c/u1",
         "value": [request(n, k)["value"] for n, k in zip(nids, keys, strict=True)],
     }
 
@@ -57,8 +58,8 @@ async def test_new_worker_recovers_every_table_from_changelogs(broker, redis_ser
 
     first = Scenario(
         steps=[
-            {"input": "templates", "key": "w@1", "value": TEMPLATE},
-            {"input": "users", "key": "u1", "value": USER},
+            {"input": "templates", "key": "c/w@1", "value": TEMPLATE},
+            {"input": "users", "key": "c/u1", "value": USER},
             {"barrier": {"users": 1, "templates": 1}},
             request("n-1", "k-1"),
             batch(many, [f"k-b{i}" for i in range(30)]),
@@ -92,7 +93,9 @@ async def test_new_worker_recovers_every_table_from_changelogs(broker, redis_ser
     worker = WorkerProcess(fresh, tmp_path / "second.log").start()
     try:
         await worker.wait_ready()
-        async with aiohttp.ClientSession() as http, http.get(f"{worker.url}/status/n-1/") as resp:
+        key, _ = await create_key(settings, "c", ["read"])
+        headers = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession() as http, http.get(f"{worker.url}/status/n-1/", headers=headers) as resp:
             status = orjson.loads(await resp.read())
         await replayer.feed(second)
         got = await replayer.collect(second)

@@ -16,8 +16,9 @@ from clarion.tables.status import (
     partition_of,
 )
 
-TEMPLATES = {"w@1": asdict(TemplateVersion(template_id="w", version=1, push_body="hi", sms_body="hi")), "w@latest": 1}
-USER = UserProfile(user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b" * 64], locale="fr")
+TEMPLATE = TemplateVersion(client_id="c", template_id="w", version=1, push_body="hi", sms_body="hi")
+TEMPLATES = {"c/w@1": asdict(TEMPLATE), "c/w@latest": 1}
+USER = UserProfile(client_id="c", user_id="u1", phone="+14155550100", apns_tokens=["a" * 64, "b" * 64], locale="fr")
 
 
 def request(**kw: object) -> NotificationRequest:

@@ -91,7 +91,7 @@ def test_a_batch_round_trips_and_a_single_object_is_a_batch_of_one() -> None:
 
 
 def test_valid_notification_passes() -> None:
-    out = validate_notification({**GOOD, "channels": ["email", "email"], "expires_at": "2999-01-01T00:00:00Z"})
+    out = validate_notification({**GOOD, "channels": ["email", "email"], "expires_at": "2999-01-01T00:00:00Z"}, "acme")
     assert out["channels"] == ["email"]
     assert out["expires_at"] > 0
 
@@ -99,7 +99,7 @@ def test_valid_notification_passes() -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"client_id": None}, "client_id"),
+        ({"idempotency_key": None}, "idempotency_key"),
         ({"user_id": "has space"}, "user_id"),
         ({"channels": []}, "channels"),
         ({"channels": ["pigeon"]}, "channels"),
@@ -113,19 +113,19 @@ def test_valid_notification_passes() -> None:
 def test_invalid_notification_names_the_field(change: dict, field: str) -> None:
     body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     with pytest.raises(ValidationFailed) as info:
-        validate_notification(body)
+        validate_notification(body, "acme")
     assert fields_of(info.value) == {field}
 
 
 def test_every_bad_field_is_reported_at_once() -> None:
     with pytest.raises(ValidationFailed) as info:
-        validate_notification({"channels": "fax"})
-    assert fields_of(info.value) == {"client_id", "idempotency_key", "user_id", "template_id", "channels"}
+        validate_notification({"channels": "fax"}, "acme")
+    assert fields_of(info.value) == {"idempotency_key", "user_id", "template_id", "channels"}
 
 
 def test_non_object_body() -> None:
     with pytest.raises(ValidationFailed) as info:
-        validate_notification([1, 2])
+        validate_notification([1, 2], "acme")
     assert "body" in fields_of(info.value)
 
 
@@ -139,7 +139,8 @@ def test_user_validation() -> None:
             "fcm_tokens": ["token-abcdefghijklmnopqrstu"],
             "timezone": "Europe/Paris",
             "locale": "pt-BR",
-        }
+        },
+        "acme",
     )
     assert user.email == "a@b.co" and user.locale == "pt-BR"
     with pytest.raises(ValidationFailed) as info:
@@ -151,19 +152,20 @@ def test_user_validation() -> None:
                 "apns_tokens": ["zz"],
                 "timezone": "Mars/Base",
                 "locale": "English!",
-            }
+            },
+            "acme",
         )
     assert fields_of(info.value) == {"email", "phone", "apns_tokens", "timezone", "locale"}
 
 
 def test_template_validation() -> None:
-    t = validate_template({"template_id": "w", "version": 2, "sms_body": "hi"})
-    assert t.key == "w@2" and t.channels() == ["sms"]
+    t = validate_template({"template_id": "w", "version": 2, "sms_body": "hi"}, "acme")
+    assert t.key == "acme/w@2" and t.ref == "w@2" and t.channels() == ["sms"]
     with pytest.raises(ValidationFailed) as info:
-        validate_template({"template_id": "w", "version": "2", "email_subject": "s"})
+        validate_template({"template_id": "w", "version": "2", "email_subject": "s"}, "acme")
     assert fields_of(info.value) == {"version", "email_text"}
     with pytest.raises(ValidationFailed) as info:
-        validate_template({"template_id": "w", "version": 1})
+        validate_template({"template_id": "w", "version": 1}, "acme")
     assert fields_of(info.value) == {"body"}
 
 
@@ -197,7 +199,7 @@ def error_of(exc: ValidationFailed, field: str) -> str:
 )
 def test_params_limits(params: dict, error: str) -> None:
     with pytest.raises(ValidationFailed) as info:
-        validate_notification({**GOOD, "params": params})
+        validate_notification({**GOOD, "params": params}, "acme")
     assert fields_of(info.value) == {"params"}
     assert error in error_of(info.value, "params")
 
@@ -205,15 +207,15 @@ def test_params_limits(params: dict, error: str) -> None:
 def test_params_within_the_limits_pass() -> None:
     params = {"_x": 1, "self": "kept (the renderer decides)", "deep": nested(MAX_DEPTH - 1), "p" * 64: "1"}
     params["rows"] = [{"sku": "a-1", "qty": 2}] * 100
-    assert validate_notification({**GOOD, "params": params})["params"] == params
+    assert validate_notification({**GOOD, "params": params}, "acme")["params"] == params
 
 
 def test_attributes_limits_and_free_keys() -> None:
-    user = validate_user({"user_id": "u1", "attributes": {"plan-tier": "gold", "ünï code": [1, {"a": None}]}})
+    user = validate_user({"user_id": "u1", "attributes": {"plan-tier": "gold", "ünï code": [1, {"a": None}]}}, "acme")
     assert user.attributes["plan-tier"] == "gold"
     for attributes in (nested(MAX_DEPTH + 1), {"k" * 129: 1}, {"blob": "x" * 17000}, {"n": list(range(101))}):
         with pytest.raises(ValidationFailed) as info:
-            validate_user({"user_id": "u1", "attributes": attributes})
+            validate_user({"user_id": "u1", "attributes": attributes}, "acme")
         assert fields_of(info.value) == {"attributes"}
 
 
@@ -224,14 +226,15 @@ def test_timezone_must_be_a_known_zone_and_is_never_opened(tz: object) -> None:
     """The names "Europe" (IsADirectoryError) and a 300-character one (OSError) used to answer 500."""
     assert not is_timezone(tz)
     with pytest.raises(ValidationFailed) as info:
-        validate_user({"user_id": "u1", "timezone": tz})
+        validate_user({"user_id": "u1", "timezone": tz}, "acme")
     assert fields_of(info.value) == {"timezone"}
     assert error_of(info.value, "timezone") == "must be an IANA zone such as Europe/Paris"
 
 
 def test_known_timezones_pass() -> None:
-    assert validate_user({"user_id": "u1"}).timezone == "UTC"
-    assert validate_user({"user_id": "u1", "timezone": "America/Argentina/Buenos_Aires"}).timezone.endswith("Aires")
+    assert validate_user({"user_id": "u1"}, "acme").timezone == "UTC"
+    zone = "America/Argentina/Buenos_Aires"
+    assert validate_user({"user_id": "u1", "timezone": zone}, "acme").timezone == zone
 
 
 def test_ids_are_safe_in_a_url_path() -> None:
@@ -244,7 +247,7 @@ def test_channels_error_survives_deeply_nested_junk() -> None:
     for _ in range(5000):
         junk = [junk]
     with pytest.raises(ValidationFailed) as info:
-        validate_notification({**GOOD, "channels": [junk, "x" * 1000, "fax"]})
+        validate_notification({**GOOD, "channels": [junk, "x" * 1000, "fax"]}, "acme")
     assert error_of(info.value, "channels").startswith("unknown channel(s) ['<list>', 'xxxx")
     assert "'fax'" in error_of(info.value, "channels")
 

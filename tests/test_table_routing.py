@@ -10,6 +10,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from clarion.keys import create_key
+from clarion.tables.api_keys import SCOPES
 from clarion.topology.embedded import free_port
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
@@ -33,8 +35,9 @@ async def test_status_is_routed_to_the_worker_that_owns_it(broker, redis_server,
     await web.TCPSite(api, "127.0.0.1", settings.api_port).start()
     workers = [WorkerProcess(settings, tmp_path / "a.log").start(), WorkerProcess(other, tmp_path / "b.log").start()]
     url = f"http://127.0.0.1:{settings.api_port}"
+    key, _ = await create_key(settings, "c", list(SCOPES))
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
             await http.post(f"{url}/template", json={"template_id": "t", "version": 1, "sms_body": "hi"})
             users = [f"user-{i}" for i in range(12)]
             for i, user in enumerate(users):
@@ -47,7 +50,6 @@ async def test_status_is_routed_to_the_worker_that_owns_it(broker, redis_server,
             nids = []
             for user in users:
                 body = {
-                    "client_id": "c",
                     "idempotency_key": f"k-{user}",
                     "user_id": user,
                     "channels": ["sms"],

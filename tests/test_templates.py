@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 
@@ -11,7 +12,8 @@ from clarion.schemas.records import asdict
 from clarion.schemas.validation import ValidationFailed
 from clarion.tables.templates import RenderError, check_template, render, resolve
 
-T = TemplateVersion(
+tv = partial(TemplateVersion, client_id="c")
+T = tv(
     template_id="w",
     version=1,
     email_subject="Hi {{ name }}",
@@ -42,29 +44,30 @@ def test_missing_param_is_a_render_error() -> None:
 
 
 def test_sandbox_blocks_python_internals() -> None:
-    evil = TemplateVersion(template_id="e", version=1, sms_body="{{ x.__class__.__mro__[1].__subclasses__() }}")
+    evil = tv(template_id="e", version=1, sms_body="{{ x.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(RenderError, match="unsafe"):
         render(evil, "sms", {"x": 1})
 
 
 def test_channel_without_content() -> None:
     with pytest.raises(RenderError, match="no content for channel email"):
-        render(TemplateVersion(template_id="s", version=1, sms_body="x"), "email", {})
+        render(tv(template_id="s", version=1, sms_body="x"), "email", {})
 
 
 def test_broken_jinja_is_rejected_per_part() -> None:
-    broken = TemplateVersion(template_id="b", version=1, email_subject="{{ x", email_text="ok", sms_body="{% if %}")
+    broken = tv(template_id="b", version=1, email_subject="{{ x", email_text="ok", sms_body="{% if %}")
     with pytest.raises(ValidationFailed) as info:
         check_template(broken)
     assert {e["field"] for e in info.value.errors} == {"email_subject", "sms_body"}
 
 
 def test_resolve_latest_and_pinned_versions() -> None:
-    table = {"w@1": asdict(T), "w@2": {**asdict(T), "version": 2, "sms_body": "v2"}, "w@latest": 2}
-    assert resolve(table, "w", None).version == 2
-    assert resolve(table, "w", 1).sms_body == "S {{ name }}"
-    assert resolve(table, "w", 3) is None
-    assert resolve(table, "other", None) is None
+    table = {"c/w@1": asdict(T), "c/w@2": {**asdict(T), "version": 2, "sms_body": "v2"}, "c/w@latest": 2}
+    assert resolve(table, "c", "w", None).version == 2
+    assert resolve(table, "c", "w", 1).sms_body == "S {{ name }}"
+    assert resolve(table, "c", "w", 3) is None
+    assert resolve(table, "c", "other", None) is None
+    assert resolve(table, "d", "w", None) is None and resolve(table, "d", "w", 1) is None  # another client's
 
 
 HOSTILE = {
@@ -86,7 +89,7 @@ HOSTILE = {
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_templates_end_in_render_limit_within_the_budget(name: str) -> None:
     source, reason = HOSTILE[name]
-    template = TemplateVersion(template_id="h", version=1, sms_body=source)
+    template = tv(template_id="h", version=1, sms_body=source)
     started = time.monotonic()
     with pytest.raises(RenderError) as info:
         render(template, "sms", {"p": "y" * 100})
@@ -97,19 +100,19 @@ def test_hostile_templates_end_in_render_limit_within_the_budget(name: str) -> N
 def test_template_errors_at_render_are_render_errors_not_crashes() -> None:
     for source, reason in (("{{ 1/0 }}", "ZeroDivisionError"), ("{{ x + 1 }}", "TypeError")):
         with pytest.raises(RenderError, match=reason) as info:
-            render(TemplateVersion(template_id="e", version=1, sms_body=source), "sms", {"x": "9"})
+            render(tv(template_id="e", version=1, sms_body=source), "sms", {"x": "9"})
         assert info.value.reason == "render_error"
 
 
 def test_upload_rejects_oversized_or_uncompilable_parts() -> None:
     cases = [
-        (TemplateVersion(template_id="u", version=10**6 + 1, sms_body="x"), {"version"}),
-        (TemplateVersion(template_id="u", version=1, sms_body="x" * (16 * 1024 + 1)), {"sms_body"}),
+        (tv(template_id="u", version=10**6 + 1, sms_body="x"), {"version"}),
+        (tv(template_id="u", version=1, sms_body="x" * (16 * 1024 + 1)), {"sms_body"}),
         (
-            TemplateVersion(template_id="u", version=1, sms_body="{{ " + "(" * 500 + "1" + ")" * 500 + " }}"),
+            tv(template_id="u", version=1, sms_body="{{ " + "(" * 500 + "1" + ")" * 500 + " }}"),
             {"sms_body"},
         ),
-        (TemplateVersion(template_id="u", version=1, email_subject="s", email_html="{{ p|safe }}"), {"email_html"}),
+        (tv(template_id="u", version=1, email_subject="s", email_html="{{ p|safe }}"), {"email_html"}),
     ]
     for template, fields in cases:
         with pytest.raises(ValidationFailed) as info:
@@ -118,6 +121,6 @@ def test_upload_rejects_oversized_or_uncompilable_parts() -> None:
 
 
 def test_header_parts_lose_cr_lf_and_any_param_name_works() -> None:
-    template = TemplateVersion(template_id="h", version=1, email_subject="Hello {{ name }}", email_text="{{ name }}")
+    template = tv(template_id="h", version=1, email_subject="Hello {{ name }}", email_text="{{ name }}")
     email = render(template, "email", {"name": "Bob\r\nBcc: victim@example.com", "self": "me"})  # "self": a 500 before
     assert email.subject == "Hello Bob  Bcc: victim@example.com" and email.text.startswith("Bob\r\n")

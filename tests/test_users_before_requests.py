@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from clarion.keys import create_key
+from clarion.tables.api_keys import SCOPES
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
 from tests.conftest import test_settings
@@ -29,7 +31,6 @@ def user(i: int) -> dict[str, Any]:
 
 def notification(i: int) -> dict[str, Any]:
     return {
-        "client_id": "c",
         "idempotency_key": f"k-{i}",
         "user_id": f"user-{i}",
         "channels": ["sms"],
@@ -46,14 +47,14 @@ async def test_a_starting_worker_folds_the_users_topic_before_routing(
     replayer = Replayer(settings, sim)
     await replayer.prepare()
     n = 300
-    steps: list[dict[str, Any]] = [{"input": "templates", "key": "w@1", "value": TEMPLATE}]
+    steps: list[dict[str, Any]] = [{"input": "templates", "key": "c/w@1", "value": {**TEMPLATE, "client_id": "c"}}]
     for i in range(n):  # each user immediately followed by a request for it, before any worker runs
-        steps.append({"input": "users", "key": f"user-{i}", "value": user(i)})
+        steps.append({"input": "users", "key": f"c/user-{i}", "value": {**user(i), "client_id": "c"}})
         steps.append(
             {
                 "input": "critical.requests",
-                "key": f"user-{i}",
-                "value": {"notification_id": f"n-{i}", **notification(i)},
+                "key": f"c/user-{i}",
+                "value": {"notification_id": f"n-{i}", "client_id": "c", **notification(i)},
             }
         )
     scenario = Scenario(steps=steps)
@@ -76,9 +77,10 @@ async def test_an_upsert_and_a_request_posted_back_to_back(broker, redis_server,
     await web.TCPSite(api, "127.0.0.1", settings.api_port).start()
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     url = f"http://127.0.0.1:{settings.api_port}"
+    key, _ = await create_key(settings, "c", list(SCOPES))
     try:
         await worker.wait_ready()
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
             async with http.post(f"{url}/template", json=TEMPLATE) as resp:
                 assert resp.status == 201
 

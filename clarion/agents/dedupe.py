@@ -39,7 +39,7 @@ def register(topo: Topology) -> None:
     users = PartitionedStore(topo.users)
 
     async def user_of(request: NotificationRequest, partition: int) -> UserProfile | None:
-        key = request.user_id.encode()
+        key = request.user_key.encode()
         raw = users.get(partition, key)
         if raw is None and await topo.users_progress.caught_up(partition, request.accepted_at):
             raw = users.get(partition, key)  # it was folded while we waited
@@ -59,7 +59,7 @@ def register(topo: Topology) -> None:
         for channel, reason in routed.failures:
             topo.outcome(out, partition, "failed", request, channel=channel, reason=reason)
         for task in routed.tasks:
-            out.add(lane_topic(LANE, task.channel), task.user_id, encode(task))
+            out.add(lane_topic(LANE, task.channel), task.user_key, encode(task))
 
     async def handle(parts: Sequence[Part[NotificationRequest]], out: Outbox) -> None:
         await topo.templates.ready.wait()

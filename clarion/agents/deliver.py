@@ -20,11 +20,12 @@ import faust
 import msgspec
 
 from clarion.agents.guard import Part, guarded
+from clarion.logs import event
 from clarion.providers.base import Delivered, OutboundMessage, PermanentFailure, SendResult, TransientFailure
 from clarion.schemas.codec import encode
 from clarion.schemas.records import CHANNELS, DeliveryTask
 from clarion.tables.ledger import DEAD, FAILED, FINAL, IN_FLIGHT, SENT
-from clarion.tables.templates import Rendered, RenderError, render, resolve
+from clarion.tables.templates import Rendered, RenderError, RenderLimit, render, resolve
 from clarion.topology.catalog import lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
 
@@ -107,12 +108,15 @@ def _prepare(topo: Topology, task: DeliveryTask, now: float) -> Rendered | str:
     """The rendered content, or why this delivery fails permanently before any provider call."""
     if task.expires_at is not None and now >= task.expires_at:
         return "expired"
-    template = resolve(topo.templates, task.template_id, task.template_version)
+    template = resolve(topo.templates, task.client_id, task.template_id, task.template_version)
     if template is None:
         return f"unknown_template: {task.template_id}@{task.template_version}"
     try:
         return render(template, task.channel, task.params)
     except RenderError as exc:
+        if isinstance(exc, RenderLimit):  # the template's owner needs to know; it is not the message's fault
+            event(log, "template over a render limit", logging.WARNING, template_id=task.template_id,
+                  template_version=task.template_version, delivery_id=task.delivery_id, reason=str(exc))
         return f"{exc.reason}: {exc}"
 
 
@@ -170,7 +174,7 @@ def _wait_for_claim(topo: Topology, out: Outbox, attempt: Attempt, now: float) -
     task = attempt.task
     delay = topo.settings.retry_delays()[0]
     later = msgspec.structs.replace(task, not_before=now + delay)
-    out.add(retry_topic(delay), task.user_id, encode(later))
+    out.add(retry_topic(delay), task.user_key, encode(later))
     reason = "in_flight: another worker holds this delivery's claim"
     topo.outcome(out, attempt.partition, "retrying", task, reason=reason, **_where(task))
 
@@ -187,7 +191,7 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
         wait = max(settings.retry_delay(task.attempt), min(result.retry_after or 0.0, settings.retry_max_delay_s))
         delay = settings.retry_bucket(wait)
         retry = msgspec.structs.replace(task, attempt=task.attempt + 1, not_before=now + delay)
-        out.add(retry_topic(delay), task.user_id, encode(retry))
+        out.add(retry_topic(delay), task.user_key, encode(retry))
         topo.outcome(out, partition, "retrying", task, reason=result.reason, **where)
     else:
         reason = f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"
@@ -196,7 +200,7 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
             topo.specs[lane_topic(task.lane, task.channel)].topic,
             reason,
             encode(task),
-            task.user_id,
+            task.user_key,
             notification_id=task.notification_id,
             delivery_id=task.delivery_id,
             attempt=task.attempt,

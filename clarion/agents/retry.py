@@ -38,7 +38,7 @@ def _register_tier(topo: Topology, source: str) -> None:
         if wait > 0:
             await asyncio.sleep(wait)
         for task in tasks:
-            out.add(lane_topic(task.lane, task.channel), task.user_id, encode(task))
+            out.add(lane_topic(task.lane, task.channel), task.user_key, encode(task))
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)

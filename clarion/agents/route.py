@@ -26,7 +26,7 @@ def plan(
     if request.expires_at is not None and now >= request.expires_at:
         out.failures.append((None, "expired"))
         return out
-    template = resolve(templates, request.template_id, request.template_version)
+    template = resolve(templates, request.client_id, request.template_id, request.template_version)
     if template is None:
         version = request.template_version or "latest"
         out.failures.append((None, f"unknown_template: {request.template_id}@{version}"))

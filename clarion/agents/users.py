@@ -28,7 +28,7 @@ def register(topo: Topology) -> None:
     async def handle(parts: Sequence[Part[UserProfile]], out: Outbox) -> None:
         for part in parts:
             for user in part.items:
-                writer.set(part.partition, user.user_id.encode(), encode(user))
+                writer.set(part.partition, user.key.encode(), encode(user))
         await writer.flush()
 
     async def folded(events: Sequence[faust.EventT]) -> None:

@@ -20,6 +20,15 @@ class _Record(msgspec.Struct, kw_only=True):
     """Base for clarion records: JSON objects on the wire, unknown fields ignored."""
 
 
+def scoped(client_id: str, name: str) -> str:
+    """A client's name for a user or template as keys and tables hold it: `client/name`.
+
+    Ids cannot contain "/", so two clients' names never meet, and the key that picks a
+    user's partition is the same on every topic keyed by user.
+    """
+    return f"{client_id}/{name}"
+
+
 class NotificationRequest(_Record):
     """A critical notification accepted by the API (topic: critical requests, key user_id)."""
 
@@ -35,6 +44,10 @@ class NotificationRequest(_Record):
     trace_id: str = ""
     accepted_at: float = 0.0
     templates_at: int = -1  # the templates-topic offset of the version the API checked it against
+
+    @property
+    def user_key(self) -> str:
+        return scoped(self.client_id, self.user_id)
 
 
 class DeliveryTask(_Record):
@@ -56,6 +69,10 @@ class DeliveryTask(_Record):
     expires_at: float | None = None
     trace_id: str = ""
     accepted_at: float = 0.0
+
+    @property
+    def user_key(self) -> str:
+        return scoped(self.client_id, self.user_id)
 
 
 class Outcome(_Record):
@@ -91,8 +108,9 @@ class DeadLetter(_Record):
 
 
 class UserProfile(_Record):
-    """A user's addresses and preferences (topic: users, compacted, key user_id)."""
+    """A user's addresses and preferences (topic: users, compacted, key client/user_id)."""
 
+    client_id: str
     user_id: str
     email: str | None = None
     phone: str | None = None
@@ -102,10 +120,15 @@ class UserProfile(_Record):
     timezone: str = "UTC"
     attributes: dict[str, Any] = {}
 
+    @property
+    def key(self) -> str:
+        return scoped(self.client_id, self.user_id)
+
 
 class TemplateVersion(_Record):
-    """One version of a template (topic: templates, compacted, key template_id@version)."""
+    """One version of a client's template (topic: templates, compacted, key client/template_id@version)."""
 
+    client_id: str
     template_id: str
     version: int
     email_subject: str | None = None
@@ -116,8 +139,13 @@ class TemplateVersion(_Record):
     sms_body: str | None = None
 
     @property
-    def key(self) -> str:
+    def ref(self) -> str:
+        """How the client names it: template_id@version."""
         return f"{self.template_id}@{self.version}"
+
+    @property
+    def key(self) -> str:
+        return scoped(self.client_id, self.ref)
 
     def channels(self) -> list[str]:
         """Channels this version has content for."""
@@ -129,6 +157,18 @@ class TemplateVersion(_Record):
         if self.sms_body:
             out.append("sms")
         return out
+
+
+class ApiKey(_Record):
+    """An API key as stored (topic: api_keys, compacted, key key_id): never the secret, only its hash."""
+
+    key_id: str
+    client_id: str
+    scopes: list[str]
+    secret_sha256: str
+    created_at: float
+    name: str = ""
+    revoked_at: float | None = None
 
 
 def asdict(record: msgspec.Struct) -> dict[str, Any]:

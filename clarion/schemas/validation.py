@@ -92,11 +92,11 @@ class _Checker:
             raise ValidationFailed(self.errors)
 
 
-def validate_notification(body: Any, now: float | None = None) -> dict[str, Any]:
-    """Check a POST /notif body; return the fields of a NotificationRequest."""
+def validate_notification(body: Any, client_id: str, now: float | None = None) -> dict[str, Any]:
+    """Check a POST /notif body from `client_id` (the API key's); return the fields of a NotificationRequest."""
     c = _Checker(body)
     out: dict[str, Any] = {
-        "client_id": c.ident("client_id"),
+        "client_id": client_id,
         "idempotency_key": c.ident("idempotency_key"),
         "user_id": c.ident("user_id"),
         "template_id": c.ident("template_id"),
@@ -173,8 +173,8 @@ def _expiry(c: _Checker, value: Any, now: float) -> float | None:
     return float(value)
 
 
-def validate_user(body: Any) -> UserProfile:
-    """Check a POST /users body into a UserProfile."""
+def validate_user(body: Any, client_id: str) -> UserProfile:
+    """Check a POST /users body from `client_id` (the API key's) into a UserProfile."""
     c = _Checker(body)
     user_id = c.ident("user_id")
     email = c.body.get("email")
@@ -199,6 +199,7 @@ def validate_user(body: Any) -> UserProfile:
     attributes = c.free_json("attributes")
     c.done()
     return UserProfile(
+        client_id=client_id,
         user_id=user_id,
         email=email,
         phone=phone,
@@ -209,8 +210,8 @@ def validate_user(body: Any) -> UserProfile:
     )
 
 
-def validate_template(body: Any) -> TemplateVersion:
-    """Check a POST /template body's shape (Jinja2 syntax is checked by the renderer)."""
+def validate_template(body: Any, client_id: str) -> TemplateVersion:
+    """Check a POST /template body's shape from `client_id` (Jinja2 syntax is checked by the renderer)."""
     c = _Checker(body)
     template_id = c.ident("template_id")
     version = c.body.get("version")
@@ -230,4 +231,4 @@ def validate_template(body: Any) -> TemplateVersion:
     if (parts["email_text"] or parts["email_html"]) and not parts["email_subject"]:
         c.fail("email_subject", "is required when an email body is given")
     c.done()
-    return TemplateVersion(template_id=template_id, version=version, **parts)
+    return TemplateVersion(client_id=client_id, template_id=template_id, version=version, **parts)

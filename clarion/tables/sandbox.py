@@ -96,30 +96,35 @@ class Deadline:
         self.started = 0.0
         self.collecting = 0.0  # time spent in collections since `started`
         self._gc_from = 0.0
+        self._in_gc = False
         self.armed = False
 
     def used(self) -> float:
+        now = time.thread_time()
+        collecting = self.collecting + (now - self._gc_from if self._in_gc else 0.0)
         # at most GC_ALLOWANCE_S of collections is forgiven: a template cannot hide its work in them
-        return time.thread_time() - self.started - min(self.collecting, GC_ALLOWANCE_S)
+        return now - self.started - min(collecting, GC_ALLOWANCE_S)
 
     def check(self) -> None:
         if self.used() > self.budget:
             raise LimitExceeded(self._exceeded())
 
     def _exceeded(self) -> str:
-        return f"time budget exceeded ({self.used() * 1000:.0f} ms of CPU, budget {self.budget * 1000:.0f} ms)"
+        return f"time budget exceeded ({self.budget * 1000:.0f} ms of CPU)"
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_from = time.thread_time()
+            self._in_gc = True
         else:
             self.collecting += time.thread_time() - self._gc_from
+            self._in_gc = False
 
     def _on_tick(self, signum: int, frame: Any) -> None:
         if not self.armed:
             return
         left = self.budget - self.used()
-        if left <= 0:
+        if left <= 0 and not self._in_gc:  # raised inside a gc callback, it would be printed and lost
             raise LimitExceeded(self._exceeded())
         signal.setitimer(signal.ITIMER_PROF, max(left, 0.001))
 
@@ -127,6 +132,7 @@ class Deadline:
     def within(self, seconds: float) -> Iterator[None]:
         self.budget = seconds
         self.collecting = 0.0
+        self._in_gc = False
         self.started = time.thread_time()
         gc.callbacks.append(self._on_gc)
         use_timer = threading.current_thread() is threading.main_thread()

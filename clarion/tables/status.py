@@ -111,6 +111,7 @@ def public_status(doc: StatusDoc) -> dict[str, Any]:
     """The status document as the API shows it."""
     return {
         "notification_id": doc.notification_id,
+        "user_id": doc.user_id,
         "status": doc.status,
         "attempts": attempts(doc),
         "duplicate_of": doc.duplicate_of,

@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from clarion.schemas.records import TemplateVersion
+from clarion.schemas.records import TemplateVersion, scoped
 from clarion.schemas.validation import TEMPLATE_PARTS, ValidationFailed
 from clarion.tables.sandbox import DEADLINE, LimitedSandbox, LimitExceeded, render_bounded
 
@@ -95,14 +95,17 @@ def check_template(template: TemplateVersion) -> None:
 def render(template: TemplateVersion, channel: str, params: Mapping[str, Any]) -> Rendered:
     """Render the parts `channel` needs within the budget; RenderError (or RenderLimit) when it cannot."""
     if channel not in template.channels():
-        raise RenderError(f"template {template.key} has no content for channel {channel}")
+        raise RenderError(f"template {template.ref} has no content for channel {channel}")
     out: dict[str, str] = {}
     values = dict(params)  # passed as a mapping: a param named "self" is just a param
-    with DEADLINE.within(RENDER_BUDGET_S):
-        for part in CHANNEL_PARTS[channel]:
-            source = getattr(template, part)
-            if source is not None:
-                out[part] = _render_part(part, source, values)
+    try:
+        with DEADLINE.within(RENDER_BUDGET_S):
+            for part in CHANNEL_PARTS[channel]:
+                source = getattr(template, part)
+                if source is not None:
+                    out[part] = _render_part(part, source, values)
+    except LimitExceeded as exc:  # the timer fired between parts
+        raise RenderLimit(str(exc)) from None
     return Rendered(
         subject=out.get("email_subject"),
         text=out.get("email_text"),
@@ -125,18 +128,20 @@ def _render_part(part: str, source: str, values: dict[str, Any]) -> str:
     return text.replace("\r", " ").replace("\n", " ") if header else text
 
 
-def latest_key(template_id: str) -> str:
-    """Table key holding the highest version number of a template."""
-    return f"{template_id}@latest"
+def latest_key(client_id: str, template_id: str) -> str:
+    """Table key holding the highest version number of a client's template."""
+    return scoped(client_id, f"{template_id}@latest")
 
 
-def resolve(table: Mapping[str, Any], template_id: str, version: int | None) -> TemplateVersion | None:
-    """Find a template version in a templates table (or any mapping of the same shape)."""
+def resolve(
+    table: Mapping[str, Any], client_id: str, template_id: str, version: int | None
+) -> TemplateVersion | None:
+    """Find a client's template version in a templates view (or any mapping of the same shape)."""
     if version is None:
-        version = table.get(latest_key(template_id))
+        version = table.get(latest_key(client_id, template_id))
         if version is None:
             return None
-    value = table.get(f"{template_id}@{version}")
+    value = table.get(scoped(client_id, f"{template_id}@{version}"))
     if value is None:
         return None
     return value if isinstance(value, TemplateVersion) else TemplateVersion(**value)

@@ -1,13 +1,14 @@
 """The topic catalog: every topic clarion uses, in one readable place.
 
 Keys are chosen so that everything one agent reads is local to it:
-- critical requests, the users topic and the per-channel lanes are keyed by user_id with
+- critical requests, the users topic and the per-channel lanes are keyed by client/user_id with
   the same partition count, so the idempotency and users tables (changelogs of the same
   count) sit on the worker that consumes a user's requests: dedupe + route is one local step;
 - the status table is keyed by notification_id but lives on the user's partition too: the
   stage that produces an outcome folds it into the status right away;
 - outcomes, the output stream for whoever watches results, are keyed by notification_id;
-- templates is a single partition: small, totally ordered, and read whole by every worker.
+- templates and api_keys are single partitions: small, totally ordered, and read whole by
+  every worker and API process.
 
 Batched topics carry a JSON array of values per record (or one object), all keyed to
 the record's partition (see clarion/schemas/codec.py); the rest carry one object.
@@ -21,6 +22,7 @@ import msgspec
 
 from clarion.schemas.records import (
     CHANNELS,
+    ApiKey,
     DeadLetter,
     DeliveryTask,
     NotificationRequest,
@@ -58,21 +60,25 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
     crit = s.critical_partitions
     specs = [
         TopicSpec(
-            "users", "", crit, "user_id", UserProfile, True,
+            "users", "", crit, "client/user_id", UserProfile, True,
             "User profiles (addresses, locale); folded into the users table.",
         ),
         TopicSpec(
-            "templates", "", 1, "template_id@version", TemplateVersion, True,
+            "templates", "", 1, "client/template_id@version", TemplateVersion, True,
             "Template versions; tailed into memory by every worker and API process.",
         ),
         TopicSpec(
-            "critical.requests", "", crit, "user_id", NotificationRequest, False,
+            "api_keys", "", 1, "key_id", ApiKey, True,
+            "API keys (client, scopes, SHA-256 of the secret; never the secret); tailed by every process.",
+        ),
+        TopicSpec(
+            "critical.requests", "", crit, "client/user_id", NotificationRequest, False,
             "Critical notifications accepted by POST /notif and /notif/batch; deduped and routed.",
             batched=True,
         ),
         *(
             TopicSpec(
-                lane_topic("critical", ch), "", crit, "user_id", DeliveryTask, False,
+                lane_topic("critical", ch), "", crit, "client/user_id", DeliveryTask, False,
                 f"Critical {ch} deliveries waiting for the {ch} provider.",
                 batched=True,
             )
@@ -80,7 +86,7 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         ),
         *(
             TopicSpec(
-                retry_topic(delay), "", crit, "user_id", DeliveryTask, False,
+                retry_topic(delay), "", crit, "client/user_id", DeliveryTask, False,
                 f"Deliveries that failed transiently (or found their delivery in flight), held {delay:g}s "
                 "before going back to their lane.",
                 batched=True,

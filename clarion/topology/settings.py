@@ -28,6 +28,8 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     max_batch_request_bytes: int = 4 * 1024 * 1024  # POST /notif/batch
     max_batch_items: int = 1000
+    max_template_versions: int = 1000  # versions one template may have
+    max_templates: int = 10_000  # templates one client may have
     dedupe_window_s: float = 24 * 3600.0
     dedupe_prune_interval_s: float = 600.0  # also how often expired statuses are deleted
     status_retention_s: float = 7 * 24 * 3600.0  # a notification's status, after its last change

@@ -19,6 +19,7 @@ from clarion.providers.base import ProviderClient
 from clarion.providers.registry import build_clients
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
+from clarion.tables.api_keys import KeysView
 from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.ledger import DeliveryLedger, LocalLedger, RedisLedger
 from clarion.tables.status import StatusBoard
@@ -62,6 +63,7 @@ class Topology:
         self.templates = TemplatesView(
             settings.bootstrap_servers, self.specs["templates"].topic, settings.broker_quirks
         )
+        self.keys = KeysView(settings.bootstrap_servers, self.specs["api_keys"].topic, settings.broker_quirks)
         self.offsets = BrokerOffsets(settings)
         self.users_progress = UsersProgress(self, self.specs["users"].topic)
         self.statuses = StatusBoard(ChangelogWriter(self, self.status))
@@ -94,6 +96,7 @@ class Topology:
 
     async def close(self) -> None:
         await self.templates.stop()
+        await self.keys.stop()
         await self.offsets.close()
         for client in (self._clients or {}).values():
             await client.close()
@@ -160,6 +163,7 @@ def wire(app: faust.App, settings: Settings) -> Topology:
         await ensure_topics(settings.bootstrap_servers, list(topo.specs.values()))
         await topo.offsets.start()
         await topo.templates.start()
+        await topo.keys.start()
 
     @app.on_partitions_assigned.connect
     async def check_users_progress(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:

@@ -1,7 +1,11 @@
 """The public HTTP API: stateless, produces to Kafka, runs as many processes as needed.
 
-POST /notif, POST /template, POST /users, GET /notif/{id} (asked of a worker, which
-routes it to the owner of the status table partition), GET /healthz.
+POST /notif, /notif/batch, /template, /users, GET /notif/{id} (asked of a worker, which
+routes it to the owner of the status table partition), GET /healthz and /ready.
+
+Every endpoint but /healthz and /ready needs `Authorization: Bearer <API key>` with the
+endpoint's scope. The client is the key's: a body naming another client_id is refused
+(403), and users, templates, idempotency keys and statuses are the key client's own.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from yarl import URL
 
 from clarion.logs import event, log_context
 from clarion.schemas.codec import encode
-from clarion.schemas.records import NotificationRequest, TemplateVersion
+from clarion.schemas.records import NotificationRequest, TemplateVersion, scoped
 from clarion.schemas.validation import (
     ID_ERROR,
     ValidationFailed,
@@ -34,6 +38,7 @@ from clarion.schemas.validation import (
     validate_template,
     validate_user,
 )
+from clarion.tables.api_keys import AuthError, Caller, KeysView
 from clarion.tables.status import new_notification_id
 from clarion.tables.templates import RenderError, check_template, render, resolve
 from clarion.tables.templates_view import TemplatesView
@@ -53,6 +58,8 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 TOPICS = web.AppKey("topics", dict)
 REQUESTS = web.AppKey("requests", PartitionBatcher)
 PARTITIONS = web.AppKey("partitions", int)  # of critical.requests: a notification id names its partition
+KEYS = web.AppKey("keys", KeysView)
+CALLER = web.RequestKey("caller", Caller)  # who the API key says is calling
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -126,6 +133,50 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return _error(500, "internal error")
 
 
+def requires(scope: str) -> Any:
+    """Mark a handler as needing an API key with `scope`."""
+
+    def mark(handler: Any) -> Any:
+        handler.scope = scope
+        return handler
+
+    return mark
+
+
+def public(handler: Any) -> Any:
+    """Mark a handler as answering without an API key (liveness and readiness only)."""
+    handler.public = True
+    return handler
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Authenticate every request to a route; the scope is the route handler's."""
+    if request.match_info.http_exception is not None or getattr(handler, "public", False):
+        return await handler(request)  # 404 and 405 say nothing about anyone's data
+    try:
+        request[CALLER] = await request.app[KEYS].authenticate(request.headers.get("Authorization"), handler.scope)
+    except AuthError as exc:
+        resp = _error(exc.status, exc.error, "Authorization")
+        if exc.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="clarion"'
+        return resp
+    return await handler(request)
+
+
+def caller_of(request: web.Request, body: Any) -> Caller:
+    """The API key's caller; a body naming another client_id is refused."""
+    caller: Caller = request[CALLER]
+    _claim(body, caller)
+    return caller
+
+
+def _claim(body: Any, caller: Caller) -> None:
+    if isinstance(body, dict) and "client_id" in body and body["client_id"] != caller.client_id:
+        raise Rejected(403, "client_id is not the API key's client (leave it out: the key names the client)",
+                       "client_id")  # fmt: skip
+
+
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
@@ -137,19 +188,23 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return _error(exc.status, exc.reason.lower())
 
 
-def accept_notification(app: web.Application, body: Any, trace_id: str, now: float) -> NotificationRequest:
+def accept_notification(
+    app: web.Application, body: Any, caller: Caller, trace_id: str, now: float
+) -> NotificationRequest:
     """Validate one POST /notif body into a request; ValidationFailed or Rejected when it is not."""
-    fields = validate_notification(body, now)
-    template = resolve(app[TEMPLATES], fields["template_id"], fields["template_version"])
+    _claim(body, caller)
+    fields = validate_notification(body, caller.client_id, now)
+    template = resolve(app[TEMPLATES], caller.client_id, fields["template_id"], fields["template_version"])
     if template is None:
         field = "template_version" if fields["template_version"] else "template_id"
         raise Rejected(404, f"unknown template {fields['template_id']}@{fields['template_version'] or 'latest'}", field)
     missing = [ch for ch in fields["channels"] if ch not in template.channels()]
     if missing:
-        raise Rejected(422, f"template {template.key} has no content for {', '.join(missing)}", "channels")
+        raise Rejected(422, f"template {template.ref} has no content for {', '.join(missing)}", "channels")
     for channel in fields["channels"]:
         _check_render(template, channel, fields["params"])
-    nid = new_notification_id(partition_for(fields["user_id"], app[PARTITIONS]), secrets.token_hex(16))
+    user_key = scoped(caller.client_id, fields["user_id"])
+    nid = new_notification_id(partition_for(user_key, app[PARTITIONS]), secrets.token_hex(16))
     # The worker routes it only once its own templates view has read this version.
     templates_at = app[TEMPLATES].offset_of(template.key)
     return NotificationRequest(
@@ -170,15 +225,16 @@ def _check_render(template: TemplateVersion, channel: str, params: dict[str, Any
 
 async def _enqueue(app: web.Application, requests: list[NotificationRequest]) -> None:
     try:
-        await app[REQUESTS].submit([(req.user_id, encode(req)) for req in requests])
+        await app[REQUESTS].submit([(req.user_key, encode(req)) for req in requests])
     except KafkaError as exc:
         raise Rejected(503, f"the broker did not take the request: {type(exc).__name__}") from None
 
 
+@requires("send")
 async def post_notif(request: web.Request) -> web.Response:
     body = await _body(request)
     trace_id = trace_id_of(request)
-    req = accept_notification(request.app, body, trace_id, time.time())
+    req = accept_notification(request.app, body, request[CALLER], trace_id, time.time())
     await _enqueue(request.app, [req])
     if log.isEnabledFor(logging.DEBUG):
         with log_context(trace_id=trace_id, client_id=req.client_id, user_id=req.user_id):
@@ -186,6 +242,7 @@ async def post_notif(request: web.Request) -> web.Response:
     return _json(202, {"notification_id": req.notification_id, "status": "accepted", "trace_id": trace_id})
 
 
+@requires("send")
 async def post_notif_batch(request: web.Request) -> web.Response:
     """Up to `max_batch_items` notifications in one request, each validated like POST /notif."""
     settings = request.app[SETTINGS]
@@ -201,7 +258,7 @@ async def post_notif_batch(request: web.Request) -> web.Response:
     accepted: list[NotificationRequest] = []
     for index, item in enumerate(items):
         try:
-            req = accept_notification(request.app, item, trace_id, now)
+            req = accept_notification(request.app, item, request[CALLER], trace_id, now)
         except ValidationFailed as exc:
             results.append({"index": index, "status": 400, "error": "invalid request", "errors": exc.errors})
         except Rejected as exc:
@@ -215,26 +272,44 @@ async def post_notif_batch(request: web.Request) -> web.Response:
     return _json(200, body)
 
 
+@requires("templates")
 async def post_template(request: web.Request) -> web.Response:
-    template = validate_template(await _body(request))
+    body = await _body(request)
+    template = validate_template(body, caller_of(request, body).client_id)
     check_template(template)
     view = request.app[TEMPLATES]
     existing = view.get(template.key)
     if existing is not None:
         if existing == template:
             return _json(200, {"template_id": template.template_id, "version": template.version, "created": False})
-        return _error(409, f"template {template.key} exists with other content; versions are immutable", "version")
+        return _error(409, f"template {template.ref} exists with other content; versions are immutable", "version")
+    _check_room(request.app, template)
     written = await _produce(request, "templates", template.key, encode(template))
     view.add(template, written.offset)  # requests checked against it carry this offset
     return _json(201, {"template_id": template.template_id, "version": template.version, "created": True})
 
 
+def _check_room(app: web.Application, template: TemplateVersion) -> None:
+    """Versions per template and templates per client are bounded: each one is held by every process."""
+    settings, view = app[SETTINGS], app[TEMPLATES]
+    if view.versions(template.client_id, template.template_id) >= settings.max_template_versions:
+        raise Rejected(422, f"template {template.template_id} has {settings.max_template_versions} versions, "
+                       "the most one template may have", "version")  # fmt: skip
+    if view.versions(template.client_id, template.template_id) == 0 and (
+        view.templates_of(template.client_id) >= settings.max_templates
+    ):
+        raise Rejected(422, f"this client has {settings.max_templates} templates, the most allowed", "template_id")
+
+
+@requires("users")
 async def post_users(request: web.Request) -> web.Response:
-    user = validate_user(await _body(request))
-    await _produce(request, "users", user.user_id, encode(user))
+    body = await _body(request)
+    user = validate_user(body, caller_of(request, body).client_id)
+    await _produce(request, "users", user.key, encode(user))
     return _json(202, {"user_id": user.user_id})
 
 
+@requires("read")
 async def get_notif(request: web.Request) -> web.Response:
     nid = request.match_info["notification_id"]
     if not is_id(nid):  # never asked of a worker: "..", "/" or "?" must not reach another worker page
@@ -242,17 +317,26 @@ async def get_notif(request: web.Request) -> web.Response:
         return _json(404, {"error": "unknown notification_id", "errors": errors})
     url = URL(f"{request.app[SETTINGS].status_url}/status/{quote(nid, safe='')}/", encoded=True)
     try:
-        async with request.app[HTTP].get(url) as resp:
+        # the worker checks the same key, and answers 404 for another client's notification
+        async with request.app[HTTP].get(url, headers={"Authorization": request.headers["Authorization"]}) as resp:
             body = await resp.read()
     except aiohttp.ClientError as exc:
         return _error(503, f"no worker answered for status: {type(exc).__name__}")
-    if resp.status not in (200, 404):
+    if resp.status not in (200, 401, 403, 404):
         return _error(503, f"the worker answered {resp.status} for status")
     return web.Response(status=resp.status, body=body, content_type="application/json")
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     return _json(200, {"ok": True})
+
+
+@public
+async def ready(request: web.Request) -> web.Response:
+    """200 once the templates and API keys have been read and the producer is up."""
+    ok = KEYS in request.app and request.app[KEYS].ready.is_set() and request.app[TEMPLATES].ready.is_set()
+    return _json(200 if ok else 503, {"ready": ok})
 
 
 async def _produce(request: web.Request, name: str, key: str, value: bytes) -> RecordMetadata:
@@ -270,7 +354,7 @@ def create_api(settings: Settings) -> web.Application:
     # and waits forever on a truncated deflate stream; compressed bodies are refused (415) in _body instead.
     app = web.Application(
         client_max_size=settings.max_batch_request_bytes,
-        middlewares=[errors_middleware],
+        middlewares=[errors_middleware, auth_middleware],
         handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
@@ -285,8 +369,12 @@ def create_api(settings: Settings) -> web.Application:
             web.post("/template", post_template),
             web.post("/users", post_users),
             web.get("/healthz", healthz),
+            web.get("/ready", ready),
         ]
     )
+    for route in app.router.routes():  # a route without a scope would answer anyone
+        handler = route.handler
+        assert getattr(handler, "public", False) or getattr(handler, "scope", None), f"{route}: no scope"
 
     async def lifecycle(app: web.Application) -> Any:
         await ensure_topics(settings.bootstrap_servers, list(specs.values()))
@@ -304,9 +392,12 @@ def create_api(settings: Settings) -> web.Application:
         app[REQUESTS].start()
         app[TEMPLATES] = TemplatesView(settings.bootstrap_servers, specs["templates"].topic, settings.broker_quirks)
         await app[TEMPLATES].start()
+        app[KEYS] = KeysView(settings.bootstrap_servers, specs["api_keys"].topic, settings.broker_quirks)
+        await app[KEYS].start()
         app[HTTP] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         yield
         await app[HTTP].close()
+        await app[KEYS].stop()
         await app[TEMPLATES].stop()
         await app[REQUESTS].stop()
         await app[PRODUCER].stop()

@@ -5,7 +5,12 @@ The status table is keyed by notification_id but lives on the partition of the u
 API-made ids name their partition (`n<partition>_<hex>`): the page asks the worker that
 owns it. Other ids (records produced straight to the requests topic) are asked of every
 worker. faust's generic /table/ views stay off (web_tables_enabled=False): the users
-table holds personal data. Only these pages expose table contents.
+table holds personal data. Only these pages expose table contents, and they ask for
+the same API key as the public API (the API passes the caller's key on): a key reads
+only its own client's statuses and templates.
+
+The worker's web port is internal (table routing between workers and the API); it is
+not meant to face the internet, but what it answers needs a key all the same.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import aiohttp
 from faust.web import Request, Response, View
 
 from clarion.logs import event
+from clarion.schemas.records import scoped
 from clarion.schemas.validation import ID_ERROR, is_id
+from clarion.tables.api_keys import AuthError, Caller
 from clarion.tables.status import decode_status, partition_of, public_status
 from clarion.tables.templates import latest_key
 
@@ -34,12 +41,21 @@ def malformed(web: View, field: str) -> Response:
     return web.json({"error": f"unknown {field}", "errors": [{"field": field, "error": ID_ERROR}]}, status=404)
 
 
-def versions_of(keys: Iterable[str], template_id: str) -> list[int]:
-    """The versions of `template_id` among templates-view keys (`id@version`; ids may contain @ themselves)."""
+async def authenticated(topo: Topology, web: View, request: Request, scope: str) -> Caller | Response:
+    """The caller the request's API key stands for, or the 401/403 to answer."""
+    try:
+        return await topo.keys.authenticate(request.headers.get("Authorization"), scope)
+    except AuthError as exc:
+        body = {"error": exc.error, "errors": [{"field": "Authorization", "error": exc.error}]}
+        return web.json(body, status=exc.status)
+
+
+def versions_of(keys: Iterable[str], name: str) -> list[int]:
+    """The versions of `name` (client/template_id) among templates-view keys (ids may contain @ themselves)."""
     versions = []
     for key in keys:
         owner, _, version = key.rpartition("@")
-        if owner == template_id and version.isdigit():
+        if owner == name and version.isdigit():
             versions.append(int(version))
     return sorted(versions)
 
@@ -61,16 +77,24 @@ def register_status_pages(topo: Topology) -> None:
 
     @app.page("/status/{notification_id}/", name="clarion.status")
     async def status(web: View, request: Request, notification_id: str) -> Response:
+        caller = await authenticated(topo, web, request, "read")
+        if not isinstance(caller, Caller):
+            return caller
         if not is_id(notification_id):
             return malformed(web, "notification_id")
         raw = topo.status.get(notification_id)  # every partition this worker holds
         if raw is not None:
-            return web.json(public_status(decode_status(raw)))
+            doc = decode_status(raw)
+            if doc.client_id == caller.client_id:  # another client's is as good as unknown
+                return web.json(public_status(doc))
+            return web.json({"error": "unknown notification_id", "notification_id": notification_id}, status=404)
         if "local" not in request.query:
             unreachable = 0
+            headers = {"Authorization": request.headers["Authorization"]}
             for url in owners(topo, notification_id):
                 try:
-                    async with app.http_client.get(f"{url}/status/{quote(notification_id, safe='')}/?local=1") as resp:
+                    page = f"{url}/status/{quote(notification_id, safe='')}/?local=1"
+                    async with app.http_client.get(page, headers=headers) as resp:
                         if resp.status == 200:
                             return web.json(await resp.json())
                 except aiohttp.ClientError as exc:
@@ -82,19 +106,27 @@ def register_status_pages(topo: Topology) -> None:
 
     @app.page("/templates/{template_id}/", name="clarion.templates")
     async def template_versions(web: View, request: Request, template_id: str) -> Response:
-        """The versions of a template this worker can render (templates are not personal data)."""
+        """The versions of one of the caller's templates this worker can render."""
+        caller = await authenticated(topo, web, request, "templates")
+        if not isinstance(caller, Caller):
+            return caller
         if not is_id(template_id):
             return malformed(web, "template_id")
-        latest = topo.templates.get(latest_key(template_id))
+        latest = topo.templates.get(latest_key(caller.client_id, template_id))
         if latest is None:
             return web.json({"error": "unknown template", "template_id": template_id}, status=404)
         # only the keys held: a range up to `latest` would spin for a version such as 10**12
-        versions = versions_of(list(topo.templates), template_id)
+        versions = versions_of(list(topo.templates), scoped(caller.client_id, template_id))
         return web.json({"template_id": template_id, "latest": latest, "versions": versions})
 
     @app.page("/templates/", name="clarion.templates_summary")
     async def templates_summary(web: View, request: Request) -> Response:
-        versions = sorted(k for k in topo.templates if not k.endswith("@latest"))
+        """The caller's template versions this worker holds."""
+        caller = await authenticated(topo, web, request, "templates")
+        if not isinstance(caller, Caller):
+            return caller
+        mine = scoped(caller.client_id, "")
+        versions = sorted(k[len(mine):] for k in topo.templates if k.startswith(mine) and not k.endswith("@latest"))
         return web.json({"ready": topo.templates.ready.is_set(), "versions": versions})
 
     @app.page("/ready", name="clarion.ready")
@@ -106,6 +138,7 @@ def register_status_pages(topo: Topology) -> None:
             and not app.rebalancing
             and app.tables.recovery.completed.is_set()
             and topo.templates.ready.is_set()
+            and topo.keys.ready.is_set()
         )
         return web.json({"ready": ok, "partitions": len(actives)}, status=200 if ok else 503)
 
