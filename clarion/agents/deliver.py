@@ -1,16 +1,16 @@
 """Deliver: render each task's template and hand it to the channel's provider.
 
-One agent per lane and channel. The tasks of every record taken at once are rendered,
-claimed in the delivery ledger with one Redis round trip, sent with concurrent provider
-calls (at most `provider_concurrency` per lane), and settled with one more round trip.
-Provider calls are I/O-bound, so each agent also runs `deliver_concurrency` actors, each
-on its own records; they only read tables (FAUST-NOTES), and the delivery ledger, not a
-table, guards against sending twice.
+One agent per lane and channel. The tasks of every record taken at once are rendered
+and handed to dispatch as one batch of orders (providers/dispatch.py: claimed in the
+delivery ledger, sent, settled; in the sender process when there is Redis). Each answer
+becomes an outcome here: sent, failed, a retry on the delay topic, or a dead letter; a
+replay answered from the ledger repeats its outcome. Provider calls are I/O-bound, so
+each agent runs `deliver_concurrency` actors, each on its own records; they only read
+tables (FAUST-NOTES), and the delivery ledger, not a table, guards against sending twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,10 +21,12 @@ import msgspec
 
 from clarion.agents.guard import Part, guarded
 from clarion.logs import event
-from clarion.providers.base import Delivered, OutboundMessage, PermanentFailure, SendResult, TransientFailure
+from clarion.providers.base import Delivered, PermanentFailure, SendResult, TransientFailure
+from clarion.providers.dispatch import Order, Reply, order_for
+from clarion.providers.sender import SenderGone
 from clarion.schemas.codec import encode
 from clarion.schemas.records import CHANNELS, DeliveryTask
-from clarion.tables.ledger import DEAD, FAILED, FINAL, IN_FLIGHT, SENT
+from clarion.tables.ledger import FAILED, SENT
 from clarion.tables.templates import Rendered, RenderError, RenderLimit, render, resolve
 from clarion.topology.catalog import lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
@@ -43,10 +45,8 @@ def register(topo: Topology) -> None:
 
 
 def _register_lane(topo: Topology, source: str) -> None:
-    limit = asyncio.Semaphore(topo.settings.provider_concurrency)
-
     async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
-        await deliver_batch(topo, parts, out, limit)
+        await deliver_batch(topo, parts, out)
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)
@@ -67,9 +67,7 @@ class Attempt:
     result: SendResult | None = None
 
 
-async def deliver_batch(
-    topo: Topology, parts: Sequence[Part[DeliveryTask]], out: Outbox, limit: asyncio.Semaphore | None = None
-) -> None:
+async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
     """One attempt at each delivery, each ending in an outcome (and a retry or DLQ entry)."""
     await topo.templates.ready.wait()
     now = topo.clock()
@@ -83,21 +81,26 @@ async def deliver_batch(
                 ready.append(Attempt(part.partition, task, content))
     if not ready:
         return
-    claims = await topo.ledger.claim_many([a.task.delivery_id for a in ready])
-    to_send: list[Attempt] = []
-    for attempt, (state, previous_id) in zip(ready, claims, strict=True):
-        if state in FINAL:  # a replay of a settled delivery: the same outcome again, nothing else
-            _replay_final(topo, out, attempt, state, previous_id or "")
-        elif state == IN_FLIGHT:
+    last = topo.settings.max_attempts
+    orders = [_order(a.task, a.content, a.task.attempt >= last) for a in ready]
+    try:
+        replies = await topo.dispatcher.run(orders)
+    except SenderGone as exc:  # what it did is in the ledger: look again later, spending no attempt
+        event(log, "deliveries handed to a sender that exited", logging.ERROR, deliveries=len(ready), exc=str(exc))
+        replies = [Reply("in_flight") for _ in ready]
+    for attempt, reply in zip(ready, replies, strict=True):
+        if reply.kind == "final":  # a replay of a settled delivery: the same outcome again, nothing else
+            _replay_final(topo, out, attempt, reply.state, reply.detail)
+        elif reply.kind == "in_flight":
             _wait_for_claim(topo, out, attempt, now)
         else:
-            to_send.append(attempt)
-    results = await asyncio.gather(*(_send(topo, a.task, a.content, limit) for a in to_send))
-    for attempt, result in zip(to_send, results, strict=True):
-        attempt.result = result
-    await _record_in_ledger(topo, to_send)
-    for attempt in to_send:
-        _settle(topo, out, attempt, now)
+            attempt.result = reply.result()
+            _settle(topo, out, attempt, now)
+
+
+def _order(task: DeliveryTask, content: Any, last_attempt: bool) -> Order:
+    return order_for(task.lane, task.channel, task.delivery_id, task.notification_id, task.address, content,
+                     last_attempt, task.trace_id)  # fmt: skip
 
 
 def _where(task: DeliveryTask) -> dict[str, Any]:
@@ -118,40 +121,6 @@ def _prepare(topo: Topology, task: DeliveryTask, now: float) -> Rendered | str:
             event(log, "template over a render limit", logging.WARNING, template_id=task.template_id,
                   template_version=task.template_version, delivery_id=task.delivery_id, reason=str(exc))
         return f"{exc.reason}: {exc}"
-
-
-async def _send(topo: Topology, task: DeliveryTask, content: Any, limit: asyncio.Semaphore | None) -> SendResult:
-    message = OutboundMessage(task.delivery_id, task.notification_id, task.address, content, task.trace_id)
-    client = topo.clients[task.channel]
-    try:
-        if limit is None:
-            return await client.send(message)
-        async with limit:
-            return await client.send(message)
-    except Exception as exc:  # a client bug must not take the batch down; retries are bounded
-        log.exception("provider client failed on %s", task.delivery_id)
-        return TransientFailure(f"client_error: {exc!r}")
-
-
-async def _record_in_ledger(topo: Topology, sent: list[Attempt]) -> None:
-    """Final results stay in the ledger (a replay repeats the outcome); a retry releases its claim."""
-    final: list[tuple[str, str, str]] = []
-    retrying: list[str] = []
-    for a in sent:
-        did, result = a.task.delivery_id, a.result
-        if isinstance(result, Delivered):
-            final.append((did, SENT, result.provider_message_id))
-        elif isinstance(result, PermanentFailure):
-            final.append((did, FAILED, result.reason))
-        elif a.task.attempt >= topo.settings.max_attempts:
-            final.append((did, DEAD, f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"))
-        else:
-            retrying.append(did)
-    try:
-        await topo.ledger.record_many(final)
-        await topo.ledger.release_many(retrying)
-    except Exception:  # the sends happened: report them; the claims expire on their own
-        log.exception("delivery ledger update failed for %d deliveries", len(sent))
 
 
 def _replay_final(topo: Topology, out: Outbox, attempt: Attempt, state: str, detail: str) -> None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio as aioredis
+
+if TYPE_CHECKING:
+    from clarion.topology.settings import Settings
 
 CLAIMED, IN_FLIGHT, SENT = "claimed", "in_flight", "sent"
 # Final states besides SENT: a replay of a delivery in one of them is answered from the
@@ -147,3 +150,11 @@ class LocalLedger(_OneAtATime):
         self.entries.move_to_end(delivery_id)
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
+
+
+def ledger_for(settings: Settings) -> DeliveryLedger:
+    """Redis when the settings name one (shared by every worker and sender), else process-local."""
+    window = settings.dedupe_window_s
+    if settings.redis:
+        return RedisLedger(settings.redis, window, prefix=settings.topic_prefix)
+    return LocalLedger(window)

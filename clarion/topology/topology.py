@@ -16,12 +16,14 @@ import faust
 
 from clarion.logs import event
 from clarion.providers.base import ProviderClient
+from clarion.providers.dispatch import Dispatcher
 from clarion.providers.registry import build_clients
+from clarion.providers.sender import SenderProcess
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.api_keys import KeysView
 from clarion.tables.changelog import ChangelogWriter
-from clarion.tables.ledger import DeliveryLedger, LocalLedger, RedisLedger
+from clarion.tables.ledger import DeliveryLedger, ledger_for
 from clarion.tables.status import StatusBoard
 from clarion.tables.templates_view import TemplatesView
 from clarion.tables.users_progress import UsersProgress
@@ -70,6 +72,7 @@ class Topology:
         self.counters: Counter[tuple[str, ...]] = Counter()
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
+        self._dispatcher: Dispatcher | SenderProcess | None = None
 
     @property
     def clients(self) -> dict[str, ProviderClient]:
@@ -80,13 +83,19 @@ class Topology:
     @property
     def ledger(self) -> DeliveryLedger:
         if self._ledger is None:
-            window = self.settings.dedupe_window_s
-            self._ledger = (
-                RedisLedger(self.settings.redis, window, prefix=self.settings.topic_prefix)
-                if self.settings.redis
-                else LocalLedger(window)
-            )
+            self._ledger = ledger_for(self.settings)
         return self._ledger
+
+    @property
+    def dispatcher(self) -> Dispatcher | SenderProcess:
+        """Where deliveries are claimed, sent and settled: a sender process when the ledger is
+        shared (Redis), so a crash of this worker leaves nothing half done; else in process."""
+        if self._dispatcher is None:
+            if self.settings.redis and self.settings.sender == "process":
+                self._dispatcher = SenderProcess(self.settings)
+            else:
+                self._dispatcher = Dispatcher(self.clients, self.ledger, self.settings.provider_concurrency)
+        return self._dispatcher
 
     def writer(self, table: Any) -> ChangelogWriter:
         return ChangelogWriter(self, table)
@@ -98,6 +107,8 @@ class Topology:
         await self.templates.stop()
         await self.keys.stop()
         await self.offsets.close()
+        if isinstance(self._dispatcher, SenderProcess):
+            await self._dispatcher.close()  # lets it finish the calls in flight
         for client in (self._clients or {}).values():
             await client.close()
         if self._ledger is not None:

@@ -1,0 +1,153 @@
+"""Dispatch: the only place a provider is called. Claim, send, settle, in that order.
+
+A batch of orders is claimed in the delivery ledger with one round trip; what this call
+claimed is sent (at most `provider_concurrency` calls in flight per lane and channel);
+the results are settled in the ledger with one more round trip before anyone hears of
+them: `sent`, `failed` and (on a last attempt) `dead` stay, so a replay repeats the
+outcome; a transient failure releases the claim, so the retry can claim it again.
+Orders the ledger already holds are answered from it (`final` or `in_flight`).
+
+Dispatch runs in the worker (`InlineDispatch`) or, with Redis, in a sender process the
+worker starts (providers/sender.py): then a worker killed mid-call leaves no claim
+behind, because the process that claimed a delivery is the one that finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from clarion.providers.base import (
+    Delivered,
+    OutboundMessage,
+    PermanentFailure,
+    ProviderClient,
+    SendResult,
+    TransientFailure,
+)
+from clarion.tables.ledger import CLAIMED, DEAD, FAILED, IN_FLIGHT, SENT, DeliveryLedger
+from clarion.tables.templates import Rendered
+
+log = logging.getLogger("clarion.dispatch")
+
+
+class Order(msgspec.Struct, array_like=True):
+    """One delivery to make (array_like: it crosses a pipe to the sender process)."""
+
+    lane: str
+    channel: str
+    delivery_id: str
+    notification_id: str
+    address: str
+    last_attempt: bool  # a transient failure now is final (dead), not a retry
+    trace_id: str = ""
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    title: str | None = None
+    body: str | None = None
+
+    def message(self) -> OutboundMessage:
+        content = Rendered(subject=self.subject, text=self.text, html=self.html, title=self.title, body=self.body)
+        return OutboundMessage(self.delivery_id, self.notification_id, self.address, content, self.trace_id)
+
+
+class Reply(msgspec.Struct, array_like=True):
+    """What became of an order.
+
+    kind: "sent" | "failed" | "transient" (this call's result), "final" (the ledger already
+    held a final `state` for it: a replay), "in_flight" (someone else holds its claim).
+    """
+
+    kind: Literal["sent", "failed", "transient", "final", "in_flight"]
+    detail: str = ""  # provider message id, reason, or the final state's detail
+    state: str = ""  # for "final": sent | failed | dead
+    retry_after: float | None = None
+
+    def result(self) -> SendResult:
+        if self.kind == "sent":
+            return Delivered(self.detail)
+        if self.kind == "failed":
+            return PermanentFailure(self.detail)
+        return TransientFailure(self.detail, self.retry_after)
+
+
+def order_for(
+    lane: str, channel: str, delivery_id: str, notification_id: str, address: str, content: Rendered,
+    last_attempt: bool, trace_id: str = "",
+) -> Order:  # fmt: skip
+    return Order(lane, channel, delivery_id, notification_id, address, last_attempt, trace_id,
+                 content.subject, content.text, content.html, content.title, content.body)  # fmt: skip
+
+
+def reply_for(result: SendResult) -> Reply:
+    if isinstance(result, Delivered):
+        return Reply("sent", result.provider_message_id)
+    if isinstance(result, PermanentFailure):
+        return Reply("failed", result.reason)
+    return Reply("transient", result.reason, retry_after=result.retry_after)
+
+
+class Dispatcher:
+    """Claims, sends and settles orders against a ledger and one client per channel."""
+
+    def __init__(self, clients: dict[str, ProviderClient], ledger: DeliveryLedger, concurrency: int) -> None:
+        self.clients = clients
+        self.ledger = ledger
+        self.concurrency = concurrency
+        self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+
+    async def run(self, orders: Sequence[Order]) -> list[Reply]:
+        """One reply per order, in order."""
+        claims = await self.ledger.claim_many([o.delivery_id for o in orders])
+        replies: list[Reply | None] = [None] * len(orders)
+        to_send: list[int] = []
+        for i, (state, detail) in enumerate(claims):
+            if state == CLAIMED:
+                to_send.append(i)
+            elif state == IN_FLIGHT:
+                replies[i] = Reply("in_flight")
+            else:
+                replies[i] = Reply("final", detail or "", state)
+        results = await asyncio.gather(*(self._send(orders[i]) for i in to_send))
+        await self._settle([(orders[i], r) for i, r in zip(to_send, results, strict=True)])
+        for i, result in zip(to_send, results, strict=True):
+            replies[i] = reply_for(result)
+        return [r for r in replies if r is not None]
+
+    async def _send(self, order: Order) -> SendResult:
+        limit = self._limits.setdefault((order.lane, order.channel), asyncio.Semaphore(self.concurrency))
+        try:
+            async with limit:
+                return await self.clients[order.channel].send(order.message())
+        except Exception as exc:  # a client bug must not take the batch down; retries are bounded
+            log.exception("provider client failed on %s", order.delivery_id)
+            return TransientFailure(f"client_error: {exc!r}")
+
+    async def _settle(self, sent: list[tuple[Order, SendResult]]) -> None:
+        """Final results stay in the ledger (a replay repeats the outcome); a retry releases its claim."""
+        final: list[tuple[str, str, str]] = []
+        retrying: list[str] = []
+        for order, result in sent:
+            if isinstance(result, Delivered):
+                final.append((order.delivery_id, SENT, result.provider_message_id))
+            elif isinstance(result, PermanentFailure):
+                final.append((order.delivery_id, FAILED, result.reason))
+            elif order.last_attempt:
+                final.append((order.delivery_id, DEAD, f"retries_exhausted: {result.reason}"))
+            else:
+                retrying.append(order.delivery_id)
+        try:
+            await self.ledger.record_many(final)
+            await self.ledger.release_many(retrying)
+        except Exception:  # the sends happened: report them; the claims expire on their own
+            log.exception("delivery ledger update failed for %d deliveries", len(sent))
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        await self.ledger.close()
