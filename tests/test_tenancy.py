@@ -20,7 +20,7 @@ from tests.api_stack import TEMPLATE, USER, Stack, api_stack_fixture
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-stack = api_stack_fixture()
+stack = api_stack_fixture(max_template_versions=3, max_templates=5)
 
 ENDPOINTS = [
     ("POST", "/notif", {}),
@@ -182,3 +182,17 @@ async def test_the_keys_command_creates_lists_and_revokes(stack: Stack) -> None:
     assert next(line for line in listed.stdout.splitlines() if line.startswith(key_id)).split()[-1] != "-"
     bad = await asyncio.to_thread(clarion_keys, stack, "create", "cli-client", "--scopes", "admin")
     assert bad.returncode == 2 and "scopes must be" in bad.stderr
+
+
+async def test_versions_per_template_and_templates_per_client_are_bounded(stack: Stack) -> None:
+    """Every API process and worker holds every template version in memory: uploads are bounded."""
+    key = await stack.new_key("prolific")
+    for version in (1, 2, 3):
+        assert (await stack.call("POST", "/template", {**TEMPLATE, "version": version}, key=key))[0] == 201
+    status, body = await stack.call("POST", "/template", {**TEMPLATE, "version": 4}, key=key)
+    assert status == 422 and body["errors"][0]["field"] == "version" and "3 versions" in body["error"]
+    for n in range(1, 5):
+        assert (await stack.call("POST", "/template", {**TEMPLATE, "template_id": f"t{n}"}, key=key))[0] == 201
+    status, body = await stack.call("POST", "/template", {**TEMPLATE, "template_id": "t5"}, key=key)
+    assert status == 422 and body["errors"][0]["field"] == "template_id"
+    assert (await stack.call("POST", "/template", {**TEMPLATE, "version": 9}))[0] == 201  # other clients: their own
