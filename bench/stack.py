@@ -50,6 +50,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def sender_of(worker_pid: int) -> int | None:
+    """The worker's sender process (providers/sender.py), if it has started one."""
+    for pid in Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split():
+        if b"clarion.providers.sender" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return int(pid)
+    return None
+
+
 @dataclass
 class CpuWindow:
     """CPU used by some processes between start() and stop()."""
@@ -94,9 +102,12 @@ def simulator(log_dir: Path) -> tuple[Child, str]:
 
 
 def settings_for(bootstrap: str, redis_url: str, sim_url: str, run_dir: Path, partitions: int) -> Settings:
-    """A fresh topic prefix and consumer group on the shared broker, everything on loopback."""
+    """A fresh topic prefix and consumer group on the shared broker, everything on loopback.
+
+    Other settings come from CLARION_* variables (e.g. CLARION_SENDER=inline to compare).
+    """
     name = "b" + uuid.uuid4().hex[:8]
-    base = Settings(
+    base = Settings.from_env(
         app_id=name,
         topic_prefix=name,
         redis=redis_url,
