@@ -254,7 +254,7 @@ async def test_transient_failure_schedules_a_backoff_retry(delivering) -> None:
     sim.state.faults.append(Fault("sms", "transient", times=1))
     before = time.time()
     await deliver(topo, task(attempt=2))
-    [retry] = sent.on("retry.4s")
+    [retry] = sent.on("critical.retry.4s")
     assert retry.attempt == 3
     assert before + 4.0 <= retry.not_before <= time.time() + 4.0  # base 2s * 2**(2-1)
     assert [o.status for o in sent.on("outcomes")] == ["retrying"]
@@ -289,8 +289,8 @@ async def test_a_long_retry_after_waits_in_its_own_delay_topic(delivering) -> No
     sim.state.faults.append(Fault("sms", "throttle", throttled.address, times=1, retry_after="3600"))
     sim.state.faults.append(Fault("sms", "transient", flaky.address, times=1))
     await deliver(topo, throttled, flaky)
-    [held] = sent.on("retry.300s")  # capped at retry_max_delay_s, the last delay topic
-    [soon] = sent.on("retry.2s")
+    [held] = sent.on("critical.retry.300s")  # capped at retry_max_delay_s, the last delay topic
+    [soon] = sent.on("critical.retry.2s")
     assert (held.delivery_id, held.attempt) == (throttled.delivery_id, 2)
     assert (soon.delivery_id, soon.attempt) == (flaky.delivery_id, 2)
 
@@ -300,7 +300,7 @@ async def test_a_claimed_delivery_is_looked_at_again_without_spending_an_attempt
     t = task(attempt=3)  # the last attempt: spending it would dead-letter the delivery
     await topo.ledger.claim(t.delivery_id)  # a worker that died holding the claim
     await deliver(topo, t)
-    [again] = sent.on("retry.2s")
+    [again] = sent.on("critical.retry.2s")
     assert again.attempt == 3 and not sent.on("dlq") and not sim.state.deliveries
     [out] = sent.on("outcomes")
     assert out.status == "retrying" and out.reason.startswith("in_flight")

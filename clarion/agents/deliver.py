@@ -28,13 +28,12 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import CHANNELS, DeliveryTask
 from clarion.tables.ledger import FAILED, SENT
 from clarion.tables.templates import Rendered, RenderError, RenderLimit, render, resolve
-from clarion.topology.catalog import lane_topic, retry_topic
+from clarion.topology.catalog import LANES, lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
-LANES = ("critical",)
 log = logging.getLogger("clarion.deliver")
 
 
@@ -143,7 +142,7 @@ def _wait_for_claim(topo: Topology, out: Outbox, attempt: Attempt, now: float) -
     task = attempt.task
     delay = topo.settings.retry_delays()[0]
     later = msgspec.structs.replace(task, not_before=now + delay)
-    out.add(retry_topic(delay), task.user_key, encode(later))
+    out.add(retry_topic(task.lane, delay), task.user_key, encode(later))
     reason = "in_flight: another worker holds this delivery's claim"
     topo.outcome(out, attempt.partition, "retrying", task, reason=reason, **_where(task))
 
@@ -160,7 +159,7 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
         wait = max(settings.retry_delay(task.attempt), min(result.retry_after or 0.0, settings.retry_max_delay_s))
         delay = settings.retry_bucket(wait)
         retry = msgspec.structs.replace(task, attempt=task.attempt + 1, not_before=now + delay)
-        out.add(retry_topic(delay), task.user_key, encode(retry))
+        out.add(retry_topic(task.lane, delay), task.user_key, encode(retry))
         topo.outcome(out, partition, "retrying", task, reason=result.reason, **where)
     else:
         reason = f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"

@@ -1,6 +1,6 @@
 """Retry: hold failed deliveries until their backoff has passed, then requeue them.
 
-One topic per delay (doubling from `retry_base_delay_s` to `retry_max_delay_s`), and a
+One topic per lane and delay (doubling from `retry_base_delay_s` to `retry_max_delay_s`), and a
 task waits exactly its topic's delay from when it was queued, rounded up from what it
 needed (its attempt's backoff, or the provider's Retry-After, capped). So every topic is
 FIFO by due time: waiting for the head never delays a message that is due earlier, and a
@@ -19,7 +19,7 @@ import faust
 from clarion.agents.guard import Part, guarded
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeliveryTask
-from clarion.topology.catalog import lane_topic, retry_topic
+from clarion.topology.catalog import LANES, lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 
 def register(topo: Topology) -> None:
-    for delay in topo.settings.retry_delays():
-        _register_tier(topo, retry_topic(delay))
+    for lane in LANES:
+        for delay in topo.settings.retry_delays():
+            _register_tier(topo, retry_topic(lane, delay))
 
 
 def _register_tier(topo: Topology, source: str) -> None:

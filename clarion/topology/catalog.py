@@ -50,9 +50,12 @@ def lane_topic(lane: str, channel: str) -> str:
     return f"{lane}.{channel}"
 
 
-def retry_topic(delay_s: float) -> str:
-    """Logical name of the retry topic whose tasks wait `delay_s` seconds, e.g. retry.5s."""
-    return f"retry.{delay_s:g}s"
+LANES = ("critical",)  # each lane has its own delivery topics and retry tiers
+
+
+def retry_topic(lane: str, delay_s: float) -> str:
+    """Logical name of a lane's retry topic whose tasks wait `delay_s` seconds, e.g. critical.retry.5s."""
+    return f"{lane}.retry.{delay_s:g}s"
 
 
 def catalog(s: Settings) -> dict[str, TopicSpec]:
@@ -86,11 +89,12 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         ),
         *(
             TopicSpec(
-                retry_topic(delay), "", crit, "client/user_id", DeliveryTask, False,
-                f"Deliveries that failed transiently (or found their delivery in flight), held {delay:g}s "
-                "before going back to their lane.",
+                retry_topic(lane, delay), "", crit, "client/user_id", DeliveryTask, False,
+                f"{lane.capitalize()} deliveries that failed transiently (or found their delivery in flight), "
+                f"held {delay:g}s before going back to their lane.",
                 batched=True,
             )
+            for lane in LANES
             for delay in s.retry_delays()
         ),
         TopicSpec(
