@@ -1,7 +1,7 @@
 """Workers SIGKILLed while their provider calls are in flight: nothing lost, nothing sent twice.
 
-The provider answers after 200 ms, so each kill lands with up to a hundred calls in
-flight. Their fate is settled by the worker's sender process, which outlives the worker
+The provider answers after 200 ms, so each kill lands with hundreds of deliveries taken
+and calls in flight. Their fate is settled by the worker's sender process, which outlives the worker
 (providers/sender.py); the worker that takes over replays the records and finds each
 delivery in the ledger. Counted at the simulator, which records every delivery it takes.
 """
@@ -26,15 +26,20 @@ CLIENT = "c"
 TEMPLATE = {"client_id": CLIENT, "template_id": "otp", "version": 1, "sms_body": "Code {{ n }}",
             "email_subject": "Code", "email_text": "Code {{ n }}"}  # fmt: skip
 USERS = 40
-REQUESTS = 300  # x 2 channels
+WAVE = 300  # requests (x 2 channels) fed before each worker that is killed
 
 
-def scenario() -> Scenario:
+def setup() -> Scenario:
     steps: list[dict[str, Any]] = [{"input": "templates", "key": f"{CLIENT}/otp@1", "value": TEMPLATE}]
     for u in range(USERS):
         user = {"client_id": CLIENT, "user_id": f"u{u}", "phone": f"+1415555{u:04d}", "email": f"u{u}@example.com"}
         steps.append({"input": "users", "key": f"{CLIENT}/u{u}", "value": user})
-    for i in range(REQUESTS):
+    return Scenario(steps=steps)
+
+
+def wave(first: int, count: int) -> Scenario:
+    steps = []
+    for i in range(first, first + count):
         user_id = f"u{i % USERS}"
         request = {"notification_id": f"n-{i}", "client_id": CLIENT, "idempotency_key": f"k-{i}", "user_id": user_id,
                    "channels": ["sms", "email"], "template_id": "otp", "params": {"n": i}}  # fmt: skip
@@ -68,19 +73,22 @@ async def test_sigkill_mid_flight_loses_nothing_and_sends_nothing_twice(broker, 
     settings = test_settings(broker, redis_server.url, f"http://127.0.0.1:{port}", tmp_path, critical_partitions=4)
     replayer = Replayer(settings, sim)
     await replayer.prepare()
-    expected = {f"n-{i}.{channel}.0" for i in range(REQUESTS) for channel in ("sms", "email")}
+    expected = {f"n-{i}.{channel}.0" for i in range(2 * WAVE) for channel in ("sms", "email")}
     delivered = sim.state.deliveries
     logs = []
     try:
-        await replayer.feed(scenario())
-        for n in range(2):  # two workers killed mid-flight, one after the other
+        await replayer.feed(setup())
+        for n in range(2):  # two workers killed mid-flight, each with a fresh wave of requests to deliver
             await quiet(delivered)  # the last one's sender has finished
-            kill_at = len(delivered) + 100
+            kill_at = len(delivered) + 50
+            await replayer.feed(wave(n * WAVE, WAVE))
             logs.append(tmp_path / f"killed-{n}.log")
             worker = WorkerProcess(settings, logs[-1]).start()
-            await until(lambda k=kill_at: len(delivered) >= k, 90, f"{len(delivered)} delivered before kill {n}")
-            os.kill(worker.proc.pid, signal.SIGKILL)
-            worker.proc.wait()
+            try:
+                await until(lambda k=kill_at: len(delivered) >= k, 90, f"wave {n}: not {kill_at} delivered")
+            finally:
+                os.kill(worker.proc.pid, signal.SIGKILL)
+                worker.proc.wait()
         logs.append(tmp_path / "last.log")
         worker = WorkerProcess(settings, logs[-1]).start()
         try:
