@@ -11,13 +11,15 @@ import asyncio
 import itertools
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from aiohttp import web
+
+from clarion.providers.simulator import apns, fcm, ses, twilio
+from clarion.providers.simulator.core import json_response as _json
 
 # What each provider answers for an injected fault: (http status, error body maker).
 TRANSIENT = {
@@ -91,10 +93,6 @@ class SimulatorState:
         return None
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
-
-
 class Simulator:
     """The aiohttp application and its state."""
 
@@ -103,10 +101,10 @@ class Simulator:
         self.app = web.Application()
         self.app.add_routes(
             [
-                web.post("/3/device/{token}", self.apns),
-                web.post("/v1/projects/{project}/messages:send", self.fcm),
-                web.post("/v2/email/outbound-emails", self.ses),
-                web.post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio),
+                web.post("/3/device/{token}", partial(apns.apns, self)),
+                web.post("/v1/projects/{project}/messages:send", partial(fcm.fcm, self)),
+                web.post("/v2/email/outbound-emails", partial(ses.ses, self)),
+                web.post("/2010-04-01/Accounts/{sid}/Messages.json", partial(twilio.twilio, self)),
                 web.get("/_sim/deliveries", self.list_deliveries),
                 web.get("/_sim/stats", self.stats),
                 web.delete("/_sim/deliveries", self.reset),
@@ -127,105 +125,6 @@ class Simulator:
         receipt = {"seq": next(self.state.seq), "channel": channel, "address": address, "at": time.time(), **meta}
         self.state.deliveries.append(receipt)
         return ok(receipt)
-
-    async def apns(self, request: web.Request) -> web.Response:
-        if not request.headers.get("authorization", "").startswith("bearer "):
-            return _json(403, {"reason": "MissingProviderToken"})
-        if not request.headers.get("apns-topic"):
-            return _json(400, {"reason": "MissingTopic"})
-        try:
-            payload = await request.json(loads=orjson.loads)
-            alert = payload["aps"]["alert"]
-        except (ValueError, KeyError, TypeError):
-            return _json(400, {"reason": "PayloadEmpty"})
-        token = request.match_info["token"]
-        if not all(ch in "0123456789abcdefABCDEF" for ch in token):
-            return _json(400, {"reason": "BadDeviceToken"})
-        meta = {**payload.get("clarion", {}), "title": alert.get("title"), "body": alert.get("body")}
-        apns_id = str(uuid.uuid4()).upper()
-        return await self._answer("apns", token, meta, lambda r: web.Response(status=200, headers={"apns-id": apns_id}))
-
-    async def fcm(self, request: web.Request) -> web.Response:
-        if not request.headers.get("Authorization", "").startswith("Bearer "):
-            return _json(
-                401,
-                {
-                    "error": {
-                        "code": 401,
-                        "message": "Request is missing required authentication credential.",
-                        "status": "UNAUTHENTICATED",
-                    }
-                },
-            )
-        try:
-            message = (await request.json(loads=orjson.loads))["message"]
-            token = message["token"]
-        except (ValueError, KeyError, TypeError):
-            return _json(
-                400, {"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT"}}
-            )
-        data = message.get("data", {})
-        notification = message.get("notification", {})
-        meta = {
-            "nid": data.get("clarion_nid"),
-            "did": data.get("clarion_did"),
-            "title": notification.get("title"),
-            "body": notification.get("body"),
-        }
-        project = request.match_info["project"]
-        return await self._answer(
-            "fcm", token, meta, lambda r: _json(200, {"name": f"projects/{project}/messages/{r['seq']}"})
-        )
-
-    async def ses(self, request: web.Request) -> web.Response:
-        if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):
-            return _json(
-                403, {"__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"}
-            )
-        try:
-            body = await request.json(loads=orjson.loads)
-            to = body["Destination"]["ToAddresses"]
-            simple = body["Content"]["Simple"]
-            body["FromEmailAddress"]
-        except (ValueError, KeyError, TypeError):
-            return _json(400, {"__type": "BadRequestException", "message": "Missing required field"})
-        if len(to) != 1:
-            return _json(400, {"__type": "BadRequestException", "message": "clarion sends one recipient per call"})
-        tags = {t.get("Name"): t.get("Value") for t in body.get("EmailTags", [])}
-        meta = {
-            "nid": tags.get("clarion_nid"),
-            "did": tags.get("clarion_did"),
-            "subject": simple.get("Subject", {}).get("Data"),
-            "text": simple.get("Body", {}).get("Text", {}).get("Data"),
-            "html": simple.get("Body", {}).get("Html", {}).get("Data"),
-        }
-        return await self._answer("email", to[0], meta, lambda r: _json(200, {"MessageId": f"0100{r['seq']:012d}-sim"}))
-
-    async def twilio(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization", "")[:6] != "Basic ":
-            return _json(401, {"code": 20003, "message": "Authenticate", "status": 401})
-        form = await request.post()
-        missing = [f for f in ("To", "From", "Body") if not form.get(f)]
-        if missing:
-            return _json(
-                400,
-                {
-                    "code": 21604 if "To" in missing else 21602,
-                    "message": f"A '{missing[0]}' parameter is required.",
-                    "status": 400,
-                },
-            )
-        query = parse_qs(urlsplit(str(form.get("StatusCallback", ""))).query)
-        meta = {"nid": query.get("nid", [None])[0], "did": query.get("did", [None])[0], "body": form["Body"]}
-        sid = request.match_info["sid"]
-        return await self._answer(
-            "sms",
-            str(form["To"]),
-            meta,
-            lambda r: _json(
-                201, {"sid": f"SM{r['seq']:032x}", "status": "queued", "account_sid": sid, "to": form["To"]}
-            ),
-        )
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counts only: cheap enough to poll while thousands of deliveries arrive."""
