@@ -91,7 +91,10 @@ async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out
         if reply.kind == "final":  # a replay of a settled delivery: the same outcome again, nothing else
             _replay_final(topo, out, attempt, reply.state, reply.detail)
         elif reply.kind == "in_flight":
-            _wait_for_claim(topo, out, attempt, now)
+            _look_again(topo, out, attempt, now, topo.settings.retry_delays()[0],
+                        "in_flight: another worker holds this delivery's claim")  # fmt: skip
+        elif reply.kind == "held":
+            _look_again(topo, out, attempt, now, topo.settings.provider_auth_hold_s, f"held: {reply.detail}")
         else:
             attempt.result = reply.result()
             _settle(topo, out, attempt, now)
@@ -132,18 +135,17 @@ def _replay_final(topo: Topology, out: Outbox, attempt: Attempt, state: str, det
         topo.outcome(out, attempt.partition, "dead_lettered", task, reason=detail, **where)
 
 
-def _wait_for_claim(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
-    """Another worker claimed this delivery (or died holding the claim): look again later.
+def _look_again(topo: Topology, out: Outbox, attempt: Attempt, now: float, wait_s: float, reason: str) -> None:
+    """Not sent, and not the message's fault: look again after `wait_s`, spending no attempt.
 
-    Waiting spends no attempt: a replay after a crash must not burn the delivery's
-    attempts and dead-letter it while the claim is outstanding. The claim expires on its
-    own (`claim_ttl_s`), or turns into `sent`, and the next look settles it.
+    Another worker holds the delivery's claim (or a dead one did: the claim expires, or
+    turns final, and the next look settles it), or the channel is held because its
+    provider refused our credentials. Neither may burn the delivery's attempts.
     """
     task = attempt.task
-    delay = topo.settings.retry_delays()[0]
+    delay = topo.settings.retry_bucket(wait_s)
     later = msgspec.structs.replace(task, not_before=now + delay)
     out.add(retry_topic(task.lane, delay), task.user_key, encode(later))
-    reason = "in_flight: another worker holds this delivery's claim"
     topo.outcome(out, attempt.partition, "retrying", task, reason=reason, **_where(task))
 
 

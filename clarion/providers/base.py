@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -43,7 +46,19 @@ class PermanentFailure:
     reason: str
 
 
-SendResult = Delivered | TransientFailure | PermanentFailure
+@dataclass(frozen=True)
+class AuthFailure:
+    """The provider refused our credentials (expired, revoked, misconfigured): never the message's fault.
+
+    A client refreshes its credentials and tries once more before answering this; dispatch
+    then holds the channel (no provider calls for a while, messages waiting without
+    spending attempts) and logs an alert, rather than burn messages against a bad key.
+    """
+
+    reason: str
+
+
+SendResult = Delivered | TransientFailure | PermanentFailure | AuthFailure
 
 
 class ProviderClient(Protocol):
@@ -105,13 +120,22 @@ class Answer:
         return value if isinstance(value, dict) else {}
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header, when it holds a number."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(value) if value else None
-    except ValueError:
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    value = (headers.get("Retry-After") or headers.get("retry-after") or "").strip()
+    if not value:
         return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def classify(status: int, reason: str, headers: Mapping[str, str]) -> TransientFailure | PermanentFailure:

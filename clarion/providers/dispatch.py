@@ -5,7 +5,11 @@ claimed is sent (at most `provider_concurrency` calls in flight per lane and cha
 the results are settled in the ledger with one more round trip before anyone hears of
 them: `sent`, `failed` and (on a last attempt) `dead` stay, so a replay repeats the
 outcome; a transient failure releases the claim, so the retry can claim it again.
-Orders the ledger already holds are answered from it (`final` or `in_flight`).
+Orders the ledger already holds are answered from it (`final` or `in_flight`). A
+provider that refuses our credentials even after the client refreshed them holds its
+channel: for `auth_hold_s` its orders are answered `held` without a call (they wait in
+the retry schedule without spending attempts) and an alert is logged, rather than burning
+every message against a bad key.
 
 Dispatch runs in the worker (`InlineDispatch`) or, with Redis, in a sender process the
 worker starts (providers/sender.py): then a worker killed mid-call leaves no claim
@@ -16,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
 
+from clarion.logs import event
 from clarion.providers.base import (
+    AuthFailure,
     Delivered,
     OutboundMessage,
     PermanentFailure,
@@ -60,10 +67,11 @@ class Reply(msgspec.Struct, array_like=True):
     """What became of an order.
 
     kind: "sent" | "failed" | "transient" (this call's result), "final" (the ledger already
-    held a final `state` for it: a replay), "in_flight" (someone else holds its claim).
+    held a final `state` for it: a replay), "in_flight" (someone else holds its claim),
+    "held" (its channel's credentials are refused: not sent, look again later).
     """
 
-    kind: Literal["sent", "failed", "transient", "final", "in_flight"]
+    kind: Literal["sent", "failed", "transient", "final", "in_flight", "held"]
     detail: str = ""  # provider message id, reason, or the final state's detail
     state: str = ""  # for "final": sent | failed | dead
     retry_after: float | None = None
@@ -89,24 +97,41 @@ def reply_for(result: SendResult) -> Reply:
         return Reply("sent", result.provider_message_id)
     if isinstance(result, PermanentFailure):
         return Reply("failed", result.reason)
+    if isinstance(result, AuthFailure):
+        return Reply("held", result.reason)
     return Reply("transient", result.reason, retry_after=result.retry_after)
 
 
 class Dispatcher:
     """Claims, sends and settles orders against a ledger and one client per channel."""
 
-    def __init__(self, clients: dict[str, ProviderClient], ledger: DeliveryLedger, concurrency: int) -> None:
+    def __init__(
+        self, clients: dict[str, ProviderClient], ledger: DeliveryLedger, concurrency: int, auth_hold_s: float = 30.0
+    ) -> None:
         self.clients = clients
         self.ledger = ledger
         self.concurrency = concurrency
+        self.auth_hold_s = auth_hold_s
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._held: dict[str, tuple[float, str]] = {}  # channel -> (until, why)
+
+    def held(self, channel: str) -> str | None:
+        """Why `channel` is held, while it is."""
+        until, why = self._held.get(channel, (0.0, ""))
+        return why if time.monotonic() < until else None
 
     async def run(self, orders: Sequence[Order]) -> list[Reply]:
         """One reply per order, in order."""
-        claims = await self.ledger.claim_many([o.delivery_id for o in orders])
         replies: list[Reply | None] = [None] * len(orders)
+        open_orders = []
+        for i, order in enumerate(orders):
+            if (why := self.held(order.channel)) is not None:
+                replies[i] = Reply("held", why)
+            else:
+                open_orders.append(i)
+        claims = await self.ledger.claim_many([orders[i].delivery_id for i in open_orders])
         to_send: list[int] = []
-        for i, (state, detail) in enumerate(claims):
+        for i, (state, detail) in zip(open_orders, claims, strict=True):
             if state == CLAIMED:
                 to_send.append(i)
             elif state == IN_FLIGHT:
@@ -117,7 +142,15 @@ class Dispatcher:
         await self._settle([(orders[i], r) for i, r in zip(to_send, results, strict=True)])
         for i, result in zip(to_send, results, strict=True):
             replies[i] = reply_for(result)
+            if isinstance(result, AuthFailure):
+                self._hold(orders[i].channel, result.reason)
         return [r for r in replies if r is not None]
+
+    def _hold(self, channel: str, why: str) -> None:
+        if self.held(channel) is None:
+            event(log, "provider refused our credentials: channel held", logging.ERROR, alert=True,
+                  channel=channel, reason=why, hold_s=self.auth_hold_s)  # fmt: skip
+        self._held[channel] = (time.monotonic() + self.auth_hold_s, why)
 
     async def _send(self, order: Order) -> SendResult:
         limit = self._limits.setdefault((order.lane, order.channel), asyncio.Semaphore(self.concurrency))
@@ -137,7 +170,7 @@ class Dispatcher:
                 final.append((order.delivery_id, SENT, result.provider_message_id))
             elif isinstance(result, PermanentFailure):
                 final.append((order.delivery_id, FAILED, result.reason))
-            elif order.last_attempt:
+            elif order.last_attempt and not isinstance(result, AuthFailure):
                 final.append((order.delivery_id, DEAD, f"retries_exhausted: {result.reason}"))
             else:
                 retrying.append(order.delivery_id)

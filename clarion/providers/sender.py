@@ -134,7 +134,9 @@ async def serve(settings: Settings) -> None:
     from clarion.providers.registry import build_clients
     from clarion.tables.ledger import ledger_for
 
-    dispatcher = Dispatcher(build_clients(settings), ledger_for(settings), settings.provider_concurrency)
+    dispatcher = Dispatcher(
+        build_clients(settings), ledger_for(settings), settings.provider_concurrency, settings.provider_auth_hold_s
+    )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))

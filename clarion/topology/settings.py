@@ -41,6 +41,7 @@ class Settings:
     deliver_concurrency: int = 8  # actors per deliver agent, each handling what it took
     provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
+    provider_auth_hold_s: float = 30.0  # no calls to a provider that refused our credentials, for this long
     sender: str = "process"  # "process": provider calls in a sender process (with Redis); "inline": in the worker
     session_timeout_s: float = 60.0
     heartbeat_interval_s: float = 3.0

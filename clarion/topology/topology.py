@@ -94,7 +94,9 @@ class Topology:
             if self.settings.redis and self.settings.sender == "process":
                 self._dispatcher = SenderProcess(self.settings)
             else:
-                self._dispatcher = Dispatcher(self.clients, self.ledger, self.settings.provider_concurrency)
+                self._dispatcher = Dispatcher(
+                    self.clients, self.ledger, self.settings.provider_concurrency, self.settings.provider_auth_hold_s
+                )
         return self._dispatcher
 
     def writer(self, table: Any) -> ChangelogWriter:
