@@ -12,7 +12,6 @@ import itertools
 import random
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import orjson
@@ -101,10 +100,7 @@ class Simulator:
         self.app = web.Application()
         self.app.add_routes(
             [
-                web.post("/3/device/{token}", partial(apns.apns, self)),
-                web.post("/v1/projects/{project}/messages:send", partial(fcm.fcm, self)),
-                web.post("/v2/email/outbound-emails", partial(ses.ses, self)),
-                web.post("/2010-04-01/Accounts/{sid}/Messages.json", partial(twilio.twilio, self)),
+                *(route for provider in (apns, fcm, ses, twilio) for route in provider.routes(self)),
                 web.get("/_sim/deliveries", self.list_deliveries),
                 web.get("/_sim/stats", self.stats),
                 web.delete("/_sim/deliveries", self.reset),

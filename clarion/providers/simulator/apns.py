@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING
 
 import orjson
@@ -13,6 +14,11 @@ from clarion.providers.simulator.core import json_response as _json
 if TYPE_CHECKING:
     from clarion.providers.simulator import Simulator
 
+
+
+def routes(sim: Simulator) -> list[web.RouteDef]:
+    """The endpoints this module serves on the simulator's app."""
+    return [web.post("/3/device/{token}", partial(apns, sim))]
 
 async def apns(sim: Simulator, request: web.Request) -> web.Response:
     if not request.headers.get("authorization", "").startswith("bearer "):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import orjson
@@ -12,6 +13,11 @@ from clarion.providers.simulator.core import json_response as _json
 if TYPE_CHECKING:
     from clarion.providers.simulator import Simulator
 
+
+
+def routes(sim: Simulator) -> list[web.RouteDef]:
+    """The endpoints this module serves on the simulator's app."""
+    return [web.post("/v2/email/outbound-emails", partial(ses, sim))]
 
 async def ses(sim: Simulator, request: web.Request) -> web.Response:
     if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):

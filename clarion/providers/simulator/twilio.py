@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +13,11 @@ from clarion.providers.simulator.core import json_response as _json
 if TYPE_CHECKING:
     from clarion.providers.simulator import Simulator
 
+
+
+def routes(sim: Simulator) -> list[web.RouteDef]:
+    """The endpoints this module serves on the simulator's app."""
+    return [web.post("/2010-04-01/Accounts/{sid}/Messages.json", partial(twilio, sim))]
 
 async def twilio(sim: Simulator, request: web.Request) -> web.Response:
     if request.headers.get("Authorization", "")[:6] != "Basic ":
