@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
 def print_catalog(settings: Settings) -> None:
     from clarion.topology.catalog import catalog
 
+    print("Keys pick partitions with Kafka's default partitioner, murmur2 (the Java client's, aiokafka's, faust's);")
+    print("a record keyed client/user_id found on another partition (e.g. librdkafka's CRC32) is forwarded to its own.\n")
     print("| topic | partitions | key | value | cleanup | purpose |\n|---|---|---|---|---|---|")
     for spec in catalog(settings).values():
         policy = "compact" if spec.compacted else "delete"

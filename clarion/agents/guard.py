@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import faust
 import msgspec
 
+from clarion.logs import event
 from clarion.schemas.codec import decode_batch, encode
+from clarion.topology.catalog import USER_KEY
 from clarion.topology.outbox import Outbox
+from clarion.topology.partitioning import partition_for
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
@@ -61,6 +64,23 @@ def dead_letter_item(topo: Topology, out: Outbox, source: str, record: Any, reas
     topo.dead_letter(out, topo.specs[source].topic, reason, encode(record), key, **ids_of(record))
 
 
+def forward_misplaced(topo: Topology, source: str, partition: int, items: list[R], out: Outbox) -> list[R]:
+    """The items whose key belongs on `partition`; the others are re-produced to their own partition."""
+    partitions = topo.specs[source].partitions
+    here = []
+    for item in items:
+        key = item.user_key  # type: ignore[attr-defined]
+        if partition_for(key, partitions) == partition:
+            here.append(item)
+        else:
+            out.add(source, key, encode(item))
+            topo.counters[("stage", source, "forwarded")] += 1
+    if len(here) < len(items):
+        event(log, "items on the wrong partition for their key forwarded", logging.WARNING, source=source,
+              partition=partition, forwarded=len(items) - len(here))  # fmt: skip
+    return here
+
+
 async def guarded(
     topo: Topology,
     source: str,
@@ -76,6 +96,9 @@ async def guarded(
     topic = topo.specs[source].topic
     counters = topo.counters
     settings = topo.settings
+    # Keyed by client/user_id: an item on another partition than its key's was produced with another
+    # partitioner (librdkafka's default is not murmur2); its user's tables live elsewhere, so it moves there.
+    placed = topo.specs[source].key == USER_KEY
     async for events in take_waiting(stream, settings.stage_batch_records, settings.stage_batch_wait_ms / 1000):
         counters[("stage", source, "takes")] += 1
         counters[("stage", source, "records")] += len(events)
@@ -85,6 +108,8 @@ async def guarded(
         for ev in events:
             items, poison = decode_batch(model, ev.message.value)
             poisoned.extend((bad, ev.key) for bad in poison)
+            if items and placed:
+                items = forward_misplaced(topo, source, ev.message.partition, items, out)
             if items:
                 parts.append(Part(ev.message.partition, ev.key, items))
                 counters[("stage", source, "items")] += len(items)
@@ -178,5 +203,5 @@ async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float)
             return
         rate.note(len(batch), loop.time())
         yield batch
-        for event in batch:
-            await stream.ack(event)
+        for taken in batch:
+            await stream.ack(taken)

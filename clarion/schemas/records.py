@@ -124,6 +124,10 @@ class UserProfile(_Record):
     def key(self) -> str:
         return scoped(self.client_id, self.user_id)
 
+    @property
+    def user_key(self) -> str:
+        return self.key
+
 
 class TemplateVersion(_Record):
     """One version of a client's template (topic: templates, compacted, key client/template_id@version)."""

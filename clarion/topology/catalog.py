@@ -50,6 +50,7 @@ def lane_topic(lane: str, channel: str) -> str:
     return f"{lane}.{channel}"
 
 
+USER_KEY = "client/user_id"  # the key of every topic co-partitioned with the users table
 LANES = ("critical",)  # each lane has its own delivery topics and retry tiers
 
 
@@ -63,7 +64,7 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
     crit = s.critical_partitions
     specs = [
         TopicSpec(
-            "users", "", crit, "client/user_id", UserProfile, True,
+            "users", "", crit, USER_KEY, UserProfile, True,
             "User profiles (addresses, locale); folded into the users table.",
         ),
         TopicSpec(
@@ -75,13 +76,13 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
             "API keys (client, scopes, SHA-256 of the secret; never the secret); tailed by every process.",
         ),
         TopicSpec(
-            "critical.requests", "", crit, "client/user_id", NotificationRequest, False,
+            "critical.requests", "", crit, USER_KEY, NotificationRequest, False,
             "Critical notifications accepted by POST /notif and /notif/batch; deduped and routed.",
             batched=True,
         ),
         *(
             TopicSpec(
-                lane_topic("critical", ch), "", crit, "client/user_id", DeliveryTask, False,
+                lane_topic("critical", ch), "", crit, USER_KEY, DeliveryTask, False,
                 f"Critical {ch} deliveries waiting for the {ch} provider.",
                 batched=True,
             )
@@ -89,7 +90,7 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         ),
         *(
             TopicSpec(
-                retry_topic(lane, delay), "", crit, "client/user_id", DeliveryTask, False,
+                retry_topic(lane, delay), "", crit, USER_KEY, DeliveryTask, False,
                 f"{lane.capitalize()} deliveries that failed transiently (or found their delivery in flight), "
                 f"held {delay:g}s before going back to their lane.",
                 batched=True,
