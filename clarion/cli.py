@@ -30,6 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     keys_sub.add_parser("list", help="every key: id, client, scopes, created, revoked")
     revoke = keys_sub.add_parser("revoke", help="stop accepting a key")
     revoke.add_argument("key_id")
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay (needs CLARION_KAFKA; replay CLARION_REDIS)")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_sub.add_parser("list", help="one line per dead letter: id, time, source, reason, ids")
+    listing.add_argument("--reason", help="only those whose reason contains this")
+    show = dlq_sub.add_parser("show", help="one dead letter, whole")
+    show.add_argument("id", help="<partition>:<offset>, as list prints it")
+    again = dlq_sub.add_parser("replay", help="send dead letters again (a delivery keeps its id: never sent twice)")
+    again.add_argument("ids", nargs="*", help="<partition>:<offset> ids")
+    again.add_argument("--reason", help="every dead letter whose reason contains this")
+    again.add_argument("--all", action="store_true", help="every dead letter")
     sim = sub.add_parser("simulator", help="the provider simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9900)
@@ -42,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         os.execvp(sys.executable, [sys.executable, *WORKER_ARGS])
     if args.command == "topics":
         print_catalog(Settings.from_env())
+    elif args.command == "dlq":
+        sys.exit(asyncio.run(_dlq(args, Settings.from_env())))
     elif args.command == "keys":
         sys.exit(asyncio.run(_keys(args, Settings.from_env())))
     elif args.command == "dev":
@@ -57,18 +69,26 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
         web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port, access_log=None)
     elif args.command == "simulator":
-        from aiohttp import web
+        asyncio.run(_simulator(args))
 
-        from clarion.providers.simulator import Simulator
 
-        web.run_app(Simulator(latency_ms=args.latency_ms).app, host=args.host, port=args.port, access_log=None)
+async def _simulator(args: argparse.Namespace) -> None:
+    """The simulator until killed: HTTP/1.1 and HTTP/2 (APNs) on one port."""
+    from clarion.providers.simulator import start_simulator
+
+    _, runner = await start_simulator(args.host, args.port, latency_ms=args.latency_ms)
+    print(f"provider simulator on http://{args.host}:{args.port} (APNs over HTTP/2 on the same port)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 def print_catalog(settings: Settings) -> None:
     from clarion.topology.catalog import catalog
 
     print("Keys pick partitions with Kafka's default partitioner, murmur2 (the Java client's, aiokafka's, faust's);")
-    print("a record keyed client/user_id found on another partition (e.g. librdkafka's CRC32) is forwarded to its own.\n")
+    print("a record keyed client/user_id found on another partition (librdkafka's CRC32) is forwarded to its own.\n")
     print("| topic | partitions | key | value | cleanup | purpose |\n|---|---|---|---|---|---|")
     for spec in catalog(settings).values():
         policy = "compact" if spec.compacted else "delete"
@@ -99,6 +119,35 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
             print(f"clarion keys revoke: no key {args.key_id!r}", file=sys.stderr)
             return 1
         print(f"revoked {record.key_id} (client {record.client_id})")
+    return 0
+
+
+async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from clarion.dlq import read_letters, replay, select
+    from clarion.schemas.records import asdict
+
+    letters = await read_letters(settings)
+    if args.dlq_command == "list":
+        for item in select(letters, [], args.reason, args.reason is None):
+            d = item.letter
+            ids = " ".join(f"{k}={v}" for k, v in (("nid", d.notification_id), ("did", d.delivery_id)) if v)
+            print(f"{item.id:<10} {_when(d.ts)}  {d.source_topic}  {d.reason[:100]}  {ids}")
+    elif args.dlq_command == "show":
+        found = [item for item in letters if item.id == args.id]
+        if not found:
+            print(f"clarion dlq show: no dead letter {args.id!r}", file=sys.stderr)
+            return 1
+        print(orjson.dumps({"id": args.id, **asdict(found[0].letter)}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        if not (args.ids or args.reason or args.all):
+            print("clarion dlq replay: name ids, --reason or --all", file=sys.stderr)
+            return 2
+        chosen = list(select(letters, args.ids, args.reason, args.all))
+        report = await replay(settings, chosen)
+        print(f"replayed {report.replayed}, skipped {report.skipped} (unreadable or unknown source), "
+              f"{report.dead_released} delivery(ies) released from `dead` in the ledger")  # fmt: skip
     return 0
 
 

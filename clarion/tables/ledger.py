@@ -37,6 +37,10 @@ class DeliveryLedger(Protocol):
         ...
 
     async def release_many(self, delivery_ids: Sequence[str]) -> None: ...
+    async def release_dead(self, delivery_ids: Sequence[str]) -> int:
+        """Forget deliveries settled `dead` (a DLQ replay may try them again); `sent` ones stay. Returns how many."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -74,6 +78,20 @@ return #KEYS
 """
 
 
+# For each key: DEL when it holds a dead delivery; the count deleted.
+RELEASE_DEAD_SCRIPT = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value and string.sub(value, 1, 5) == 'dead:' then
+    redis.call('DEL', key)
+    n = n + 1
+  end
+end
+return n
+"""
+
+
 class RedisLedger(_OneAtATime):
     def __init__(self, url: str, sent_ttl_s: float, claim_ttl_s: float = 120.0, prefix: str = "clarion") -> None:
         self.redis = aioredis.from_url(url)
@@ -83,6 +101,7 @@ class RedisLedger(_OneAtATime):
         # One command per batch: a pipeline of N SETs costs redis-py ~15-25 µs per command.
         self._claim = self.redis.register_script(CLAIM_SCRIPT)
         self._mark = self.redis.register_script(MARK_SCRIPT)
+        self._release_dead = self.redis.register_script(RELEASE_DEAD_SCRIPT)
 
     def _key(self, delivery_id: str) -> str:
         return f"{self.prefix}:dlv:{delivery_id}"
@@ -103,6 +122,11 @@ class RedisLedger(_OneAtATime):
     async def release_many(self, delivery_ids: Sequence[str]) -> None:
         if delivery_ids:
             await self.redis.delete(*(self._key(d) for d in delivery_ids))
+
+    async def release_dead(self, delivery_ids: Sequence[str]) -> int:
+        if not delivery_ids:
+            return 0
+        return int(await self._release_dead(keys=[self._key(d) for d in delivery_ids]))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -141,6 +165,11 @@ class LocalLedger(_OneAtATime):
     async def release_many(self, delivery_ids: Sequence[str]) -> None:
         for delivery_id in delivery_ids:
             self.entries.pop(delivery_id, None)
+
+    async def release_dead(self, delivery_ids: Sequence[str]) -> int:
+        dead = [d for d in delivery_ids if self.entries.get(d, ("",))[0] == DEAD]
+        await self.release_many(dead)
+        return len(dead)
 
     async def close(self) -> None:
         self.entries.clear()
