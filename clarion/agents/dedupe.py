@@ -54,10 +54,13 @@ def register(topo: Topology) -> None:
         window.remember(key, request.notification_id, partition, now)
         if request.templates_at >= topo.templates.position:  # the API saw a version this worker has not yet
             await topo.templates.caught_up_to(request.templates_at)
-        routed = plan(request, await user_of(request, partition), topo.templates, LANE, now)
+        suppressed = topo.suppressions.of(partition, request.user_key)
+        routed = plan(request, await user_of(request, partition), topo.templates, LANE, now, suppressed)
         topo.outcome(out, partition, "accepted", request, planned=len(routed.tasks))
         for channel, reason in routed.failures:
             topo.outcome(out, partition, "failed", request, channel=channel, reason=reason)
+        for channel, reason in routed.suppressed:
+            topo.outcome(out, partition, "suppressed", request, channel=channel, reason=reason)
         for task in routed.tasks:
             out.add(lane_topic(LANE, task.channel), task.user_key, encode(task))
 

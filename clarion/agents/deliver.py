@@ -27,6 +27,7 @@ from clarion.providers.sender import SenderGone
 from clarion.schemas.codec import encode
 from clarion.schemas.records import CHANNELS, DeliveryTask
 from clarion.tables.ledger import FAILED, SENT
+from clarion.tables.suppression import suppresses
 from clarion.tables.templates import Rendered, RenderError, RenderLimit, render, resolve
 from clarion.topology.catalog import LANES, lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
@@ -156,6 +157,8 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
         topo.outcome(out, partition, "sent", task, provider_message_id=result.provider_message_id, **where)
     elif isinstance(result, PermanentFailure):
         topo.outcome(out, partition, "failed", task, reason=result.reason, **where)
+        if suppresses(task.channel, result.reason):  # a dead token, an opted-out number: never again
+            topo.suppressions.add(partition, task.user_key, task.channel, task.address, result.reason)
     elif isinstance(result, TransientFailure) and task.attempt < topo.settings.max_attempts:
         settings = topo.settings
         wait = max(settings.retry_delay(task.attempt), min(result.retry_after or 0.0, settings.retry_max_delay_s))

@@ -127,6 +127,7 @@ async def guarded(
                     for item in part.items:
                         dead_letter_item(topo, out, source, item, f"internal_error: {exc!r}", part.key)
         await topo.statuses.flush()
+        await topo.suppressions.flush()
         await out.flush()
         if after is not None:
             await after(events)

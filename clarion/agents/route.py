@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clarion.schemas.records import DeliveryTask, NotificationRequest, UserProfile
+from clarion.tables.suppression import entry
 from clarion.tables.templates import resolve
 from clarion.tables.users import addresses_for
 
@@ -16,12 +17,19 @@ class Plan:
     tasks: list[DeliveryTask] = field(default_factory=list)
     # (channel or None for the whole request, reason) for what cannot be delivered.
     failures: list[tuple[str | None, str]] = field(default_factory=list)
+    # (channel, reason) for addresses skipped because they are suppressed
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def plan(
-    request: NotificationRequest, user: UserProfile | None, templates: Mapping[str, Any], lane: str, now: float
+    request: NotificationRequest,
+    user: UserProfile | None,
+    templates: Mapping[str, Any],
+    lane: str,
+    now: float,
+    suppressed: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Resolve template and addresses; each channel yields tasks or one failure."""
+    """Resolve template and addresses; each channel yields tasks or one failure; suppressed addresses are skipped."""
     out = Plan()
     if request.expires_at is not None and now >= request.expires_at:
         out.failures.append((None, "expired"))
@@ -44,6 +52,9 @@ def plan(
             out.failures.append((channel, f"no_address: user has no {channel} address"))
             continue
         for index, address in enumerate(addresses):
+            if suppressed and (why := suppressed.get(entry(channel, address))) is not None:
+                out.suppressed.append((channel, f"suppressed: {why}"))
+                continue
             out.tasks.append(
                 DeliveryTask(
                     delivery_id=f"{request.notification_id}.{channel}.{index}",

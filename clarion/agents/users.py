@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import faust
 
 from clarion.agents.guard import Part, guarded
-from clarion.schemas.codec import encode
-from clarion.schemas.records import UserProfile
+from clarion.schemas.codec import decode, encode
+from clarion.schemas.records import CHANNELS, UserProfile
+from clarion.tables.users import addresses_for
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -22,12 +23,20 @@ if TYPE_CHECKING:
 SOURCE = "users"
 
 
+def addresses(user: UserProfile) -> set[tuple[str, str]]:
+    return {(channel, address) for channel in CHANNELS for address in addresses_for(user, channel)}
+
+
 def register(topo: Topology) -> None:
     writer = topo.writer(topo.users)
 
     async def handle(parts: Sequence[Part[UserProfile]], out: Outbox) -> None:
         for part in parts:
             for user in part.items:
+                before = writer.get(part.partition, user.key.encode())
+                added = addresses(user) - (addresses(decode(UserProfile, before)) if before else set())
+                if added:  # an address added anew is no longer suppressed (a new device, an opt-in)
+                    topo.suppressions.clear(part.partition, user.key, added)
                 writer.set(part.partition, user.key.encode(), encode(user))
         await writer.flush()
 

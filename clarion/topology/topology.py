@@ -25,6 +25,7 @@ from clarion.tables.api_keys import KeysView
 from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.ledger import DeliveryLedger, ledger_for
 from clarion.tables.status import StatusBoard
+from clarion.tables.suppression import SuppressionBook
 from clarion.tables.templates_view import TemplatesView
 from clarion.tables.users_progress import UsersProgress
 from clarion.topology.admin import ensure_topics
@@ -62,6 +63,7 @@ class Topology:
         self.users = app.Table("users", partitions=settings.critical_partitions, **table)
         # Status lives with the user's requests and lanes, so each stage folds its own outcomes.
         self.status = app.Table("status", partitions=settings.critical_partitions, **table)
+        self.suppressed = app.Table("suppressed", partitions=settings.critical_partitions, **table)
         self.templates = TemplatesView(
             settings.bootstrap_servers, self.specs["templates"].topic, settings.broker_quirks
         )
@@ -69,6 +71,7 @@ class Topology:
         self.offsets = BrokerOffsets(settings)
         self.users_progress = UsersProgress(self, self.specs["users"].topic)
         self.statuses = StatusBoard(ChangelogWriter(self, self.status))
+        self.suppressions = SuppressionBook(ChangelogWriter(self, self.suppressed))
         self.counters: Counter[tuple[str, ...]] = Counter()
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
