@@ -24,6 +24,7 @@ class OutboundMessage:
     address: str
     content: Rendered
     trace_id: str = ""
+    expires_at: float | None = None  # epoch seconds after which the message is worthless (APNs apns-expiration)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -36,8 +36,12 @@ from clarion.providers.base import (
     SendResult,
     TransientFailure,
 )
+from clarion.providers.ratelimit import CircuitBreaker, RateLimiter, parse_rates
 from clarion.tables.ledger import CLAIMED, DEAD, FAILED, IN_FLIGHT, SENT, DeliveryLedger
 from clarion.tables.templates import Rendered
+
+if TYPE_CHECKING:
+    from clarion.topology.settings import Settings
 
 log = logging.getLogger("clarion.dispatch")
 
@@ -57,10 +61,13 @@ class Order(msgspec.Struct, array_like=True):
     html: str | None = None
     title: str | None = None
     body: str | None = None
+    expires_at: float | None = None  # last, with a default: frames without it still decode
 
     def message(self) -> OutboundMessage:
         content = Rendered(subject=self.subject, text=self.text, html=self.html, title=self.title, body=self.body)
-        return OutboundMessage(self.delivery_id, self.notification_id, self.address, content, self.trace_id)
+        return OutboundMessage(
+            self.delivery_id, self.notification_id, self.address, content, self.trace_id, self.expires_at
+        )
 
 
 class Reply(msgspec.Struct, array_like=True):
@@ -86,10 +93,10 @@ class Reply(msgspec.Struct, array_like=True):
 
 def order_for(
     lane: str, channel: str, delivery_id: str, notification_id: str, address: str, content: Rendered,
-    last_attempt: bool, trace_id: str = "",
+    last_attempt: bool, trace_id: str = "", expires_at: float | None = None,
 ) -> Order:  # fmt: skip
     return Order(lane, channel, delivery_id, notification_id, address, last_attempt, trace_id,
-                 content.subject, content.text, content.html, content.title, content.body)  # fmt: skip
+                 content.subject, content.text, content.html, content.title, content.body, expires_at)  # fmt: skip
 
 
 def reply_for(result: SendResult) -> Reply:
@@ -106,19 +113,29 @@ class Dispatcher:
     """Claims, sends and settles orders against a ledger and one client per channel."""
 
     def __init__(
-        self, clients: dict[str, ProviderClient], ledger: DeliveryLedger, concurrency: int, auth_hold_s: float = 30.0
+        self,
+        clients: dict[str, ProviderClient],
+        ledger: DeliveryLedger,
+        concurrency: int,
+        auth_hold_s: float = 30.0,
+        limiter: RateLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.clients = clients
         self.ledger = ledger
         self.concurrency = concurrency
         self.auth_hold_s = auth_hold_s
+        self.limiter = limiter or RateLimiter({})
+        self.breaker = breaker or CircuitBreaker()
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
         self._held: dict[str, tuple[float, str]] = {}  # channel -> (until, why)
 
     def held(self, channel: str) -> str | None:
-        """Why `channel` is held, while it is."""
+        """Why `channel` is held, while it is (refused credentials, or a provider failing: circuit open)."""
         until, why = self._held.get(channel, (0.0, ""))
-        return why if time.monotonic() < until else None
+        if time.monotonic() < until:
+            return why
+        return "circuit_open: the provider keeps failing" if self.breaker.is_open(channel) else None
 
     async def run(self, orders: Sequence[Order]) -> list[Reply]:
         """One reply per order, in order."""
@@ -142,6 +159,7 @@ class Dispatcher:
         await self._settle([(orders[i], r) for i, r in zip(to_send, results, strict=True)])
         for i, result in zip(to_send, results, strict=True):
             replies[i] = reply_for(result)
+            self.breaker.record(orders[i].channel, isinstance(result, TransientFailure))
             if isinstance(result, AuthFailure):
                 self._hold(orders[i].channel, result.reason)
         return [r for r in replies if r is not None]
@@ -155,6 +173,7 @@ class Dispatcher:
     async def _send(self, order: Order) -> SendResult:
         limit = self._limits.setdefault((order.lane, order.channel), asyncio.Semaphore(self.concurrency))
         try:
+            await self.limiter.permit(order.channel)  # the fleet-wide rate (no wait when the channel has none)
             async with limit:
                 return await self.clients[order.channel].send(order.message())
         except Exception as exc:  # a client bug must not take the batch down; retries are bounded
@@ -184,3 +203,11 @@ class Dispatcher:
         for client in self.clients.values():
             await client.close()
         await self.ledger.close()
+        await self.limiter.close()
+
+
+def dispatcher_for(settings: Settings, clients: dict[str, ProviderClient], ledger: DeliveryLedger) -> Dispatcher:
+    """A dispatcher with the settings' concurrency, holds, fleet-wide rates and circuit breaker."""
+    limiter = RateLimiter(parse_rates(settings.provider_rates), settings.redis, settings.topic_prefix)
+    breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_open_s)
+    return Dispatcher(clients, ledger, settings.provider_concurrency, settings.provider_auth_hold_s, limiter, breaker)

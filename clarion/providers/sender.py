@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from clarion.logs import LOGGING_CONFIG, event
-from clarion.providers.dispatch import Dispatcher, Order, Reply
+from clarion.providers.dispatch import Order, Reply, dispatcher_for
 from clarion.topology.settings import Settings
 
 log = logging.getLogger("clarion.sender")
@@ -134,9 +134,7 @@ async def serve(settings: Settings) -> None:
     from clarion.providers.registry import build_clients
     from clarion.tables.ledger import ledger_for
 
-    dispatcher = Dispatcher(
-        build_clients(settings), ledger_for(settings), settings.provider_concurrency, settings.provider_auth_hold_s
-    )
+    dispatcher = dispatcher_for(settings, build_clients(settings), ledger_for(settings))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0))

@@ -41,6 +41,9 @@ class Settings:
     deliver_concurrency: int = 8  # actors per deliver agent, each handling what it took
     provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
+    provider_rates: str = ""  # fleet-wide sends per second per channel, e.g. "sms=100,email=14/28" (rate/burst)
+    circuit_failures: int = 20  # transient failures in a row that open a channel's circuit
+    circuit_open_s: float = 5.0  # how long an open circuit holds the channel's messages
     provider_auth_hold_s: float = 30.0  # no calls to a provider that refused our credentials, for this long
     sender: str = "process"  # "process": provider calls in a sender process (with Redis); "inline": in the worker
     session_timeout_s: float = 60.0
@@ -53,19 +56,26 @@ class Settings:
     broker_quirks: str = ""  # "tansu": work around the embedded broker's quirks (topology/tansu.py)
     apns_url: str = "https://api.push.apple.com"
     apns_topic: str = "com.example.app"
-    apns_bearer: str = ""
+    apns_bearer: str = ""  # a static provider token, used when no key file is set
+    apns_key_file: str = ""  # the team's .p8 key: ES256 provider tokens minted from it, re-minted every 50 min
+    apns_key_id: str = ""  # the key's id (the JWT's kid)
+    apns_team_id: str = ""  # the Apple developer team id (the JWT's iss)
     fcm_url: str = "https://fcm.googleapis.com"
-    fcm_project: str = "clarion-dev"
-    fcm_bearer: str = ""
+    fcm_project: str = "clarion-dev"  # left at this default, a service-account file's project_id is used
+    fcm_bearer: str = ""  # a static OAuth2 access token, used when no service-account file is set
+    fcm_service_account_file: str = ""  # JSON key: access tokens minted (google-auth) and refreshed before expiry
     ses_url: str = "https://email.us-east-1.amazonaws.com"
     ses_region: str = "us-east-1"
     ses_access_key: str = ""
     ses_secret_key: str = ""
+    ses_session_token: str = ""  # with temporary static keys (signed as x-amz-security-token)
+    ses_credentials: str = "static"  # "static": the keys above; "chain": botocore's chain (env, files, roles)
     ses_from: str = "notifications@example.com"
     twilio_url: str = "https://api.twilio.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: str = ""
     twilio_from: str = "+15550000000"
+    twilio_messaging_service_sid: str = ""  # MG…: when set, sent as MessagingServiceSid instead of From
     twilio_status_callback: str = ""
 
     @classmethod

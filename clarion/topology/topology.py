@@ -16,7 +16,7 @@ import faust
 
 from clarion.logs import event
 from clarion.providers.base import ProviderClient
-from clarion.providers.dispatch import Dispatcher
+from clarion.providers.dispatch import Dispatcher, dispatcher_for
 from clarion.providers.registry import build_clients
 from clarion.providers.sender import SenderProcess
 from clarion.schemas.codec import encode
@@ -97,9 +97,7 @@ class Topology:
             if self.settings.redis and self.settings.sender == "process":
                 self._dispatcher = SenderProcess(self.settings)
             else:
-                self._dispatcher = Dispatcher(
-                    self.clients, self.ledger, self.settings.provider_concurrency, self.settings.provider_auth_hold_s
-                )
+                self._dispatcher = dispatcher_for(self.settings, self.clients, self.ledger)
         return self._dispatcher
 
     def writer(self, table: Any) -> ChangelogWriter:
