@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> None:
 
 async def _simulator(args: argparse.Namespace) -> None:
     """The simulator until killed: HTTP/1.1 and HTTP/2 (APNs) on one port."""
-    from clarion.providers.simulator import start_simulator
+    from clarion.providers.simulator import fcm, ses, start_simulator
 
-    _, runner = await start_simulator(args.host, args.port, latency_ms=args.latency_ms)
+    # the static FCM bearer workers are given (compose) is accepted besides the tokens the simulator issues
+    fcm_bearer = Settings.from_env().fcm_bearer or fcm.STATIC_BEARER
+    ses_keys = ses.options(Settings.from_env())  # and the SES keys they sign with
+    _, runner = await start_simulator(
+        args.host, args.port, latency_ms=args.latency_ms, fcm_bearer=fcm_bearer, **ses_keys
+    )
     print(f"provider simulator on http://{args.host}:{args.port} (APNs over HTTP/2 on the same port)", flush=True)
     try:
         await asyncio.Event().wait()

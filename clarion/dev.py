@@ -14,7 +14,7 @@ from aiohttp import web
 
 from clarion.demo import run_demo
 from clarion.keys import create_key
-from clarion.providers.simulator import start_simulator
+from clarion.providers.simulator import fcm, ses, start_simulator
 from clarion.tables.api_keys import SCOPES
 from clarion.topology import tansu
 from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator
@@ -56,7 +56,10 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
             redis = stack.enter_context(EmbeddedRedis())
             print(f"embedded Redis on {redis.url}")
         sim_port = free_port()
-        sim, sim_runner = await start_simulator("127.0.0.1", sim_port, latency_ms=5)
+        fcm_bearer = base.fcm_bearer or fcm.STATIC_BEARER  # what pointed_at_simulator gives the worker
+        sim, sim_runner = await start_simulator(
+            "127.0.0.1", sim_port, latency_ms=5, fcm_bearer=fcm_bearer, **ses.options(base)
+        )
         settings = dev_settings(
             base, broker.bootstrap if broker else None, base.redis or redis.url, f"http://127.0.0.1:{sim_port}", run_dir
         )

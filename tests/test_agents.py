@@ -213,7 +213,7 @@ async def delivering(wired, simulator):
     sim, url = simulator
     from dataclasses import replace
 
-    topo.settings = replace(topo.settings, twilio_url=url, twilio_auth_token="t")
+    topo.settings = replace(topo.settings, twilio_url=url, twilio_auth_token=sim.twilio_auth_token)
     topo._ledger = LocalLedger(60)
     topo.templates.add(TEMPLATE)
     topo.templates.ready.set()

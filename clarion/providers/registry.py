@@ -5,7 +5,7 @@ from __future__ import annotations
 from clarion.providers.apns import ApnsClient
 from clarion.providers.base import ProviderClient
 from clarion.providers.fcm import FcmClient
-from clarion.providers.ses import SesClient
+from clarion.providers.ses import SesClient, credential_source
 from clarion.providers.twilio import TwilioClient
 from clarion.topology.settings import Settings
 
@@ -14,10 +14,17 @@ def build_clients(s: Settings) -> dict[str, ProviderClient]:
     """One client per channel, pointed at the endpoints the settings name."""
     t = s.provider_timeout_s
     return {
-        "apns": ApnsClient(s.apns_url, s.apns_topic, s.apns_bearer, t),
-        "fcm": FcmClient(s.fcm_url, s.fcm_project, s.fcm_bearer, t),
-        "email": SesClient(s.ses_url, s.ses_region, s.ses_access_key, s.ses_secret_key, s.ses_from, t),
+        "apns": ApnsClient.from_settings(s),
+        "fcm": FcmClient.from_settings(s),
+        "email": SesClient(
+            s.ses_url,
+            s.ses_region,
+            credential_source(s.ses_credentials, s.ses_access_key, s.ses_secret_key, s.ses_session_token),
+            s.ses_from,
+            t,
+        ),
         "sms": TwilioClient(
-            s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.twilio_status_callback, t
+            s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.twilio_status_callback, t,
+            messaging_service_sid=s.twilio_messaging_service_sid,
         ),
     }

@@ -1,39 +1,289 @@
-"""Amazon SES v2 SendEmail client, signed with AWS Signature Version 4."""
+"""Amazon SES v2 SendEmail client, signed with AWS Signature Version 4.
+
+Credentials are static (access key, secret, optional session token) or come from
+botocore's credential chain (env, shared config/credentials files, container and instance
+roles). The chain's network refreshes run in a thread, never on the event loop: within
+botocore's advisory window the current credentials keep signing while one refresh runs in
+the background; only credentials about to expire make a send wait for it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import hmac
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
-from clarion.providers.base import Delivered, HttpProvider, OutboundMessage, SendResult, TransientFailure, classify
+from clarion.providers.base import (
+    Answer,
+    AuthFailure,
+    Delivered,
+    HttpProvider,
+    OutboundMessage,
+    PermanentFailure,
+    SendResult,
+    TransientFailure,
+    retry_after,
+)
+
+log = logging.getLogger("clarion.providers.ses")
 
 PATH = "/v2/email/outbound-emails"
 
+# --- tags ------------------------------------------------------------------------------
+# SES tag names and values allow [A-Za-z0-9_-] only, up to 256 characters; clarion's ids
+# are [A-Za-z0-9._:@-]. "." (twice in every delivery id) becomes "-", and "_" escapes the
+# rest: "-" -> "_h", ":" -> "_c", "@" -> "_a", "_" -> "__". So n3_ab.email.0 travels as
+# n3__ab-email-0. Anything else, or a value the escapes would push past 256 characters,
+# travels as "_b" + base64url (no "_b" comes out of the escapes).
+TAG_MAX = 256
+_ESCAPE = str.maketrans({".": "-", "-": "_h", ":": "_c", "@": "_a", "_": "__"})
+_UNESCAPE = {"h": "-", "c": ":", "a": "@", "_": "_"}
+_ID_CHARS = re.compile(r"[A-Za-z0-9._:@-]*")
+TAG_CHARS = re.compile(r"[A-Za-z0-9_-]*")
 
+
+def encode_tag(value: str) -> str:
+    """`value` in SES's tag alphabet, reversibly (decode_tag undoes it); within 256 characters for any id."""
+    if _ID_CHARS.fullmatch(value):
+        escaped = value.translate(_ESCAPE)
+        if len(escaped) <= TAG_MAX:
+            return escaped
+    return "_b" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_tag(tag: str) -> str:
+    """The value encode_tag made `tag` from; ValueError for a tag it cannot have made."""
+    if tag.startswith("_b"):
+        data = tag[2:]
+        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode()  # binascii.Error is a ValueError
+    out: list[str] = []
+    chars = iter(tag)
+    for ch in chars:
+        if ch == "_":
+            escaped = _UNESCAPE.get(next(chars, ""))
+            if escaped is None:
+                raise ValueError(f"not an encoded tag: {tag!r}")
+            out.append(escaped)
+        else:
+            out.append("." if ch == "-" else ch)
+    return "".join(out)
+
+
+# --- error taxonomy ----------------------------------------------------------------------
+Kind = Literal["permanent", "transient", "throttled", "refresh", "config"]
+
+# The one place SES answers are classified (by the code in x-amzn-ErrorType or __type).
+# refresh: our credentials may be stale: refresh them and try once more, then AuthFailure.
+# config: the account cannot send at all: AuthFailure at once, so dispatch holds the
+# channel and alerts instead of burning messages.
+SES_ERRORS: dict[str, Kind] = {
+    "MessageRejected": "permanent",
+    "BadRequestException": "permanent",
+    "NotFoundException": "permanent",
+    "MailFromDomainNotVerifiedException": "permanent",
+    "MailFromDomainNotVerified": "permanent",
+    "TooManyRequestsException": "throttled",
+    "LimitExceededException": "throttled",
+    "Throttling": "throttled",
+    "ThrottlingException": "throttled",
+    "ExpiredToken": "refresh",
+    "ExpiredTokenException": "refresh",
+    "InvalidClientTokenId": "refresh",
+    "UnrecognizedClientException": "refresh",
+    "SignatureDoesNotMatch": "refresh",
+    "InvalidSignatureException": "refresh",  # also a clock more than 5 minutes off
+    "IncompleteSignatureException": "refresh",
+    "MissingAuthenticationTokenException": "refresh",
+    "AccessDeniedException": "refresh",
+    "AccountSuspendedException": "config",
+    "SendingPausedException": "config",
+}
+
+
+def error_kind(status: int, code: str) -> Kind:
+    """SES_ERRORS for a known code; otherwise by status (403 auth, 408/429/5xx transient)."""
+    if code in SES_ERRORS:
+        return SES_ERRORS[code]
+    if status == 403:
+        return "refresh"
+    if status == 429:
+        return "throttled"
+    if status == 408 or status >= 500:
+        return "transient"
+    return "permanent"
+
+
+def error_code(answer: Answer) -> str:
+    """The error code of an SES answer: x-amzn-ErrorType ("Code:uri") or the body's __type/code."""
+    body = answer.json()
+    raw = answer.headers.get("x-amzn-ErrorType") or body.get("__type") or body.get("code") or ""
+    code = str(raw).split(":")[0]
+    return code.rsplit("#", 1)[-1] or str(body.get("message") or body.get("Message") or "unknown")
+
+
+# --- credentials -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AwsCredentials:
+    access_key: str
+    secret_key: str
+    session_token: str = ""
+
+
+class NoCredentials(Exception):
+    """No credentials could be found (an empty chain, or a refresh that failed)."""
+
+
+class CredentialSource(Protocol):
+    async def get(self) -> AwsCredentials:
+        """Credentials to sign with now; raises NoCredentials."""
+        ...
+
+    async def refresh(self, refused: AwsCredentials) -> AwsCredentials:
+        """Fresh credentials after SES refused `refused` (the same ones when nothing newer exists)."""
+        ...
+
+
+class StaticCredentials:
+    """Configured keys (and session token): nothing to refresh."""
+
+    def __init__(self, credentials: AwsCredentials) -> None:
+        self.credentials = credentials
+
+    async def get(self) -> AwsCredentials:
+        if not (self.credentials.access_key and self.credentials.secret_key):
+            raise NoCredentials("CLARION_SES_ACCESS_KEY / CLARION_SES_SECRET_KEY are not set")
+        return self.credentials
+
+    async def refresh(self, refused: AwsCredentials) -> AwsCredentials:
+        return self.credentials
+
+
+def resolve_chain() -> Any:
+    """botocore's default credential chain (blocking: files, and for roles the network)."""
+    import botocore.session
+
+    return botocore.session.Session().get_credentials()
+
+
+class ChainCredentials:
+    """botocore's credential chain, refreshed in a thread.
+
+    `resolve` returns a botocore Credentials (RefreshableCredentials for roles and SSO) or
+    None; it runs in a thread at first use and again when SES refuses what it gave.
+    """
+
+    EXPIRING_S = 60.0  # closer than this to expiry, a send waits for the refresh
+    RETRY_S = 30.0  # after a background refresh that left them stale, wait before the next one
+
+    def __init__(self, resolve: Callable[[], Any] = resolve_chain) -> None:
+        self._resolve = resolve
+        self._creds: Any = None
+        self._frozen: AwsCredentials | None = None
+        self._task: asyncio.Task[AwsCredentials] | None = None
+        self._tried_at = float("-inf")
+
+    async def get(self) -> AwsCredentials:
+        creds, frozen = self._creds, self._frozen
+        if creds is None or frozen is None:
+            return await asyncio.shield(self._run(self._load))
+        if not _refresh_needed(creds):
+            return frozen
+        # botocore's advisory window (15 min before expiry for roles): get_frozen_credentials
+        # would refresh on this thread, so it runs in another one, one refresh at a time
+        if self._task is None and time.monotonic() - self._tried_at >= self.RETRY_S:
+            self._tried_at = time.monotonic()
+            self._run(lambda: _frozen(creds.get_frozen_credentials()))
+        if self._task is not None and _refresh_needed(creds, self.EXPIRING_S):
+            return await asyncio.shield(self._task)
+        return frozen
+
+    async def refresh(self, refused: AwsCredentials) -> AwsCredentials:
+        if self._frozen is not None and self._frozen != refused:
+            return self._frozen  # another send already refreshed them
+        return await asyncio.shield(self._task or self._run(self._load))
+
+    def _load(self) -> AwsCredentials:
+        creds = self._resolve()
+        if creds is None:
+            raise NoCredentials("botocore's credential chain found no credentials")
+        self._creds = creds
+        return _frozen(creds.get_frozen_credentials())
+
+    def _run(self, work: Callable[[], AwsCredentials]) -> asyncio.Task[AwsCredentials]:
+        """`work` in a thread, shared by every send that asks meanwhile; its result becomes current."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._in_thread(work))
+            self._task.add_done_callback(_retrieve)
+        return self._task
+
+    async def _in_thread(self, work: Callable[[], AwsCredentials]) -> AwsCredentials:
+        try:
+            frozen = await asyncio.to_thread(work)
+        except NoCredentials:
+            raise
+        except Exception as exc:  # botocore raises many kinds (network, parsing, RuntimeError)
+            log.warning("refreshing AWS credentials failed: %r", exc)
+            raise NoCredentials(f"credential refresh failed: {exc!r}") from exc
+        finally:
+            self._task = None
+        self._frozen = frozen
+        return frozen
+
+
+def _refresh_needed(creds: Any, within_s: float | None = None) -> bool:
+    refresh_needed = getattr(creds, "refresh_needed", None)  # static botocore Credentials have none
+    return bool(refresh_needed and refresh_needed(within_s))
+
+
+def _frozen(ro: Any) -> AwsCredentials:
+    return AwsCredentials(ro.access_key, ro.secret_key, ro.token or "")
+
+
+def _retrieve(task: asyncio.Task[AwsCredentials]) -> None:
+    if not task.cancelled():
+        task.exception()  # a background refresh's failure is logged; the current credentials keep signing
+
+
+def credential_source(kind: str, access_key: str, secret_key: str, session_token: str = "") -> CredentialSource:
+    """The source CLARION_SES_CREDENTIALS names: "static" (the configured keys) or "chain" (botocore's)."""
+    if kind == "static":
+        return StaticCredentials(AwsCredentials(access_key, secret_key, session_token))
+    if kind == "chain":
+        return ChainCredentials()
+    raise ValueError(f"CLARION_SES_CREDENTIALS must be 'static' or 'chain', not {kind!r}")
+
+
+# --- the client --------------------------------------------------------------------------
 class SesClient(HttpProvider):
     channel = "email"
 
     def __init__(
-        self, base_url: str, region: str, access_key: str, secret_key: str, sender: str, timeout_s: float
+        self, base_url: str, region: str, credentials: CredentialSource, sender: str, timeout_s: float
     ) -> None:
         super().__init__(base_url, timeout_s)
         self.region = region
-        self.access_key = access_key
-        self.secret_key = secret_key
+        self.credentials = credentials
         self.sender = sender
 
-    async def send(self, message: OutboundMessage) -> SendResult:
+    def payload(self, message: OutboundMessage) -> bytes:
         content = message.content
         body_parts = {}
         if content.text is not None:
             body_parts["Text"] = {"Data": content.text, "Charset": "UTF-8"}
         if content.html is not None:
             body_parts["Html"] = {"Data": content.html, "Charset": "UTF-8"}
-        payload = orjson.dumps(
+        return orjson.dumps(
             {
                 "FromEmailAddress": self.sender,
                 "Destination": {"ToAddresses": [message.address]},
@@ -41,39 +291,67 @@ class SesClient(HttpProvider):
                     "Simple": {"Subject": {"Data": content.subject or "", "Charset": "UTF-8"}, "Body": body_parts}
                 },
                 "EmailTags": [
-                    {"Name": "clarion_nid", "Value": message.notification_id},
-                    {"Name": "clarion_did", "Value": message.delivery_id},
+                    {"Name": "clarion_nid", "Value": encode_tag(message.notification_id)},
+                    {"Name": "clarion_did", "Value": encode_tag(message.delivery_id)},
                 ],
             }
         )
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        payload = self.payload(message)
+        try:
+            creds = await self.credentials.get()
+            result = await self._call(payload, creds)
+            if not isinstance(result, _Refused):
+                return result
+            fresh = await self.credentials.refresh(creds)
+            if fresh != creds:
+                result = await self._call(payload, fresh)
+        except NoCredentials as exc:
+            return AuthFailure(f"no AWS credentials: {exc}")
+        return AuthFailure(result.reason) if isinstance(result, _Refused) else result
+
+    async def _call(self, payload: bytes, creds: AwsCredentials) -> SendResult | _Refused:
         headers = sigv4_headers(
-            self.base_url + PATH,
-            payload,
-            self.region,
-            "ses",
-            self.access_key,
-            self.secret_key,
-            datetime.now(UTC),
-        )
+            self.base_url + PATH, payload, self.region, "ses", creds.access_key, creds.secret_key,
+            datetime.now(UTC), creds.session_token,
+        )  # fmt: skip
         answer = await self.post(PATH, payload, headers)
         if isinstance(answer, TransientFailure):
             return answer
-        body = answer.json()
         if answer.status == 200:
-            return Delivered(body.get("MessageId", ""))
-        code = str(answer.headers.get("x-amzn-ErrorType", body.get("__type", ""))).split(":")[0]
-        return classify(answer.status, code or str(body.get("message", "unknown")), answer.headers)
+            return Delivered(str(answer.json().get("MessageId", "")))
+        code = error_code(answer)
+        reason = f"{answer.status} {code}"
+        kind = error_kind(answer.status, code)
+        if kind == "permanent":
+            return PermanentFailure(reason)
+        if kind in ("transient", "throttled"):
+            return TransientFailure(reason, retry_after(answer.headers))
+        if kind == "config":
+            return AuthFailure(reason)
+        return _Refused(reason)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """SES refused the credentials: refresh and retry before it becomes an AuthFailure."""
+
+    reason: str
 
 
 def sigv4_headers(
-    url: str, payload: bytes, region: str, service: str, access_key: str, secret_key: str, now: datetime
-) -> dict[str, str]:
-    """Headers for an AWS SigV4-signed JSON POST (no query string)."""
+    url: str, payload: bytes, region: str, service: str, access_key: str, secret_key: str, now: datetime,
+    session_token: str = "",
+) -> dict[str, str]:  # fmt: skip
+    """Headers for an AWS SigV4-signed JSON POST (no query string), as botocore's SigV4Auth signs it."""
     parts = urlsplit(url)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = amz_date[:8]
     payload_hash = hashlib.sha256(payload).hexdigest()
     headers = {"content-type": "application/json", "host": parts.netloc, "x-amz-date": amz_date}
+    if session_token:
+        headers["x-amz-security-token"] = session_token
     signed = ";".join(sorted(headers))
     canonical = "\n".join(
         [
@@ -95,5 +373,4 @@ def sigv4_headers(
     headers["authorization"] = (
         f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
     )
-    headers["x-amz-content-sha256"] = payload_hash
     return headers

@@ -133,18 +133,27 @@ class EmbeddedRedis(EmbeddedProcess):
 
 
 def pointed_at_simulator(settings: Settings, sim_url: str) -> Settings:
-    """Every provider at the simulator, with placeholder credentials where none are set."""
+    """Every provider at the simulator, with placeholder credentials where none are set.
+
+    APNs (HTTP/2 on the simulator's port) gets the simulator's well-known signing key: the
+    client mints real ES256 provider tokens from its .p8 and the simulator verifies them.
+    """
+    from clarion.providers.simulator import apns as sim_apns
+
     s = settings
+    if not s.apns_key_file:
+        key = sim_apns.dev_key_file()
+        s = replace(s, apns_key_file=key, apns_key_id=sim_apns.KEY_ID, apns_team_id=sim_apns.TEAM_ID)
     return replace(
         s,
         apns_url=sim_url,
         fcm_url=sim_url,
         ses_url=sim_url,
         twilio_url=sim_url,
-        apns_bearer=s.apns_bearer or "sim-apns-jwt",
         fcm_bearer=s.fcm_bearer or "sim-fcm-token",
         ses_access_key=s.ses_access_key or "AKIDSIMULATOR",
         ses_secret_key=s.ses_secret_key or "sim-secret",
+        ses_credentials="static",  # the simulator checks the keys above, not whatever botocore's chain finds
         twilio_auth_token=s.twilio_auth_token or "sim-token",
         twilio_status_callback=s.twilio_status_callback or f"http://{s.api_host}:{s.api_port}/callbacks/twilio",
     )

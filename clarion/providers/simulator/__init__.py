@@ -12,12 +12,13 @@ import itertools
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from clarion.providers.simulator import apns, fcm, ses, twilio
+from clarion.providers.simulator import apns, fcm, h2c, ses, twilio
 from clarion.providers.simulator.core import json_response as _json
 
 # What each provider answers for an injected fault: (http status, error body maker).
@@ -53,10 +54,7 @@ PERMANENT = {
 # What each provider answers when it throttles (with a Retry-After header).
 THROTTLED = {
     "apns": (429, lambda: {"reason": "TooManyRequests"}),
-    "fcm": (
-        429,
-        lambda: {"error": {"code": 429, "message": "Quota exceeded.", "status": "RESOURCE_EXHAUSTED"}},
-    ),
+    "fcm": (429, fcm.quota_exceeded),
     "email": (429, lambda: {"__type": "TooManyRequestsException", "message": "Too Many Requests"}),
     "sms": (429, lambda: {"code": 20429, "message": "Too Many Requests", "status": 429}),
 }
@@ -70,6 +68,15 @@ class Fault:
     address: str = "*"
     times: int | None = None  # None: every matching request
     retry_after: str | None = None  # throttle: the Retry-After header (seconds or an HTTP date)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A provider's error answer."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,8 +102,26 @@ class SimulatorState:
 class Simulator:
     """The aiohttp application and its state."""
 
-    def __init__(self, latency_ms: float = 0.0, failure_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        latency_ms: float = 0.0,
+        failure_rate: float = 0.0,
+        twilio_account_sid: str = twilio.ACCOUNT_SID,
+        twilio_auth_token: str = twilio.AUTH_TOKEN,
+        fcm_bearer: str = fcm.STATIC_BEARER,
+        fcm_token_lifetime_s: int = 3600,
+        apns_account: apns.Account | None = None,
+        ses_access_key: str = ses.ACCESS_KEY,
+        ses_secret_key: str = ses.SECRET_KEY,
+        ses_session_token: str = "",
+    ) -> None:
         self.state = SimulatorState(latency_ms=latency_ms, failure_rate=failure_rate)
+        self.apns_account = apns_account or apns.dev_account()  # the key APNs provider tokens must be signed with
+        self.apns_url = ""  # where APNs is served over HTTP/2 (start_simulator: the simulator's own URL)
+        self.fcm = fcm.FcmAuth(static_bearer=fcm_bearer, token_lifetime_s=fcm_token_lifetime_s)
+        self.twilio_account_sid = twilio_account_sid  # the credentials Twilio requests must carry
+        self.twilio_auth_token = twilio_auth_token
+        self.ses_account = ses.SesAccount(ses_access_key, ses_secret_key, ses_session_token)  # what SigV4 must use
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -110,17 +135,21 @@ class Simulator:
         )
 
     async def _answer(self, channel: str, address: str, meta: dict[str, Any], ok: Any) -> web.Response:
+        taken = await self.take(channel, address, meta)
+        return ok(taken) if isinstance(taken, dict) else _json(taken.status, taken.body, taken.headers or None)
+
+    async def take(self, channel: str, address: str, meta: dict[str, Any]) -> dict[str, Any] | Refusal:
+        """After the latency: an injected fault's answer, or the receipt of an accepted (recorded) delivery."""
         if self.state.latency_ms:
             await asyncio.sleep(self.state.latency_ms / 1000.0)
         fault = self.state.fault_for(channel, address)
         if fault is not None:
             status, body = {"transient": TRANSIENT, "permanent": PERMANENT, "throttle": THROTTLED}[fault.kind][channel]
             self.state.rejected.append({"channel": channel, "address": address, "kind": fault.kind, **meta})
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            return _json(status, body(), headers)
+            return Refusal(status, body(), {"Retry-After": fault.retry_after} if fault.retry_after else {})
         receipt = {"seq": next(self.state.seq), "channel": channel, "address": address, "at": time.time(), **meta}
         self.state.deliveries.append(receipt)
-        return ok(receipt)
+        return receipt
 
     async def stats(self, request: web.Request) -> web.Response:
         """Counts only: cheap enough to poll while thousands of deliveries arrive."""
@@ -166,10 +195,25 @@ class Simulator:
         return _json(200, {"latency_ms": self.state.latency_ms, "failure_rate": self.state.failure_rate})
 
 
-async def start_simulator(host: str, port: int, latency_ms: float = 0.0) -> tuple[Simulator, web.AppRunner]:
-    """Start a simulator on host:port; the caller cleans up the returned runner."""
-    sim = Simulator(latency_ms=latency_ms)
+async def start_simulator(
+    host: str, port: int, latency_ms: float = 0.0, **options: Any
+) -> tuple[Simulator, web.AppRunner]:
+    """Start a simulator on host:port (`options`: Simulator's keyword arguments); the caller cleans up the runner.
+
+    The port serves HTTP/1.1 (aiohttp: every provider but APNs, and /_sim/) and HTTP/2 with
+    prior knowledge (APNs, h2c.py), told apart by a connection's first bytes.
+    """
+    sim = Simulator(latency_ms=latency_ms, **options)
+    listening: list[h2c.Listener] = []
+
+    async def stop_listening(app: web.Application) -> None:
+        for listener in listening:
+            await listener.close()
+
+    sim.app.on_cleanup.append(stop_listening)
     runner = web.AppRunner(sim.app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    assert runner.server is not None
+    listening.append(await h2c.serve(host, port, partial(apns.handle, sim), runner.server))
+    sim.apns_url = f"http://{host}:{port}"
     return sim, runner
