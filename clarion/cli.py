@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     dev = sub.add_parser("dev", help="embedded broker + Redis + simulator + API + worker, with a demo")
     dev.add_argument("--no-demo", action="store_true")
     dev.add_argument("--exit", action="store_true", help="stop after the demo")
+    dev.add_argument("--callbacks", action="store_true",
+                     help="the simulator sends Twilio status callbacks and SES events (SNS) to the API's webhooks")
     sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
     sub.add_parser("topics", help="print the topic catalog for the current settings")
     sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
@@ -165,7 +167,7 @@ def _when(ts: float) -> str:
 async def _dev(args: argparse.Namespace) -> None:
     from clarion.dev import run_dev
 
-    await run_dev(demo=not args.no_demo, linger=not args.exit)
+    await run_dev(demo=not args.no_demo, linger=not args.exit, callbacks=args.callbacks)
 
 
 if __name__ == "__main__":

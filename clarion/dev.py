@@ -42,7 +42,9 @@ def dev_settings(base: Settings, bootstrap: str | None, redis: str, sim_url: str
     return pointed_at_simulator(settings, sim_url)
 
 
-async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool = True) -> None:
+async def run_dev(
+    base: Settings | None = None, demo: bool = True, linger: bool = True, callbacks: bool = False
+) -> None:
     base = base or Settings.from_env()
     started = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="clarion-dev-"))
@@ -70,6 +72,9 @@ async def run_dev(base: Settings | None = None, demo: bool = True, linger: bool 
         await api_runner.setup()
         await web.TCPSite(api_runner, settings.api_host, settings.api_port).start()
         api_url = f"http://{settings.api_host}:{settings.api_port}"
+        if callbacks:  # feedback flows back: statuses turn delivered/undelivered/bounced
+            sim.callbacks.enable(sns_endpoint=f"{settings.webhook_base_url}/webhooks/ses")
+            print(f"simulator callbacks on: Twilio to {settings.status_callback_url}, SES events via SNS to the API")
         print(f"API on {api_url} (worker web {worker.url}, logs {worker.log_path})")
         api_key, _ = await create_key(settings, DEMO_CLIENT, list(SCOPES), name="clarion dev")
         print(f"api key: {api_key}")

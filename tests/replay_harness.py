@@ -3,12 +3,18 @@
 A scenario is JSON lines, applied in order:
   {"input": "<catalog topic>", "key": "...", "value": {...}}   produce a record
   {"input": "<catalog topic>", "key": "...", "raw": "..."}     produce raw bytes (poison)
+  {"input": ..., "key": ..., "value": {...}, "expires_in_s": s}   value["expires_at"] = now + s when produced
   {"fault": {"channel": ..., "kind": ..., "address": ..., "times": n}}   simulator fault
-  {"settings": {...}}   settings overrides for this scenario's worker
+  {"sim": {"fcm.expire_next": 2}}   set simulator attributes (dotted paths from the Simulator)
+  {"settings": {...}}   settings overrides for this scenario's worker; the value "simulator" for
+      fcm_service_account_file: a service-account file the simulator issued (see resolve_settings)
   {"barrier": {"users": n, "templates": n}}   wait until the worker holds that many users / template versions
+      ("deliveries": n: until the simulator has accepted n deliveries)
   {"tombstones": {"idempotency": n}}   wait until that many keys were deleted from a table
   {"expect": "outcomes" | "dlq", "value": {...}}   an expected output record
   {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
+  {"rejected": {"channel": ..., "address": ..., "kind": ..., "reason"?: ..., "code"?: ...}}   an expected
+      simulator refusal; when a scenario lists any, the refusals are compared exactly too (REJECTED_KEYS)
 Outputs are compared exactly, as multisets, after dropping timestamps and trace ids;
 expected records may omit fields that hold their schema default.
 """
@@ -33,6 +39,7 @@ from clarion.topology.settings import Settings
 
 IGNORED = {"ts", "trace_id", "provider_message_id", "not_before", "accepted_at"}
 MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
+REJECTED_KEYS = ("channel", "address", "kind", "reason", "code")  # what a simulator refusal is compared on
 
 
 @dataclass
@@ -41,11 +48,12 @@ class Scenario:
     settings: dict[str, Any] = field(default_factory=dict)
     expected: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"outcomes": [], "dlq": []})
     receipts: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Scenario:
         lines = [orjson.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        steps = [line for line in lines if not {"expect", "receipt", "settings"} & line.keys()]
+        steps = [line for line in lines if not {"expect", "receipt", "rejected", "settings"} & line.keys()]
         scenario = cls(steps=steps)
         for line in lines:
             scenario.settings.update(line.get("settings", {}))
@@ -54,7 +62,25 @@ class Scenario:
                 scenario.expected[line["expect"]].append(normalize(line["expect"], line["value"]))
             elif "receipt" in line:
                 scenario.receipts.append(line["receipt"])
+            elif "rejected" in line:
+                scenario.rejected.append(line["rejected"])
         return scenario
+
+
+def rejections(sim: Any) -> list[dict[str, Any]]:
+    """The simulator's refusals so far, each reduced to REJECTED_KEYS (those it has)."""
+    return [{k: r[k] for k in REJECTED_KEYS if r.get(k) is not None} for r in sim.state.rejected]
+
+
+def resolve_settings(overrides: dict[str, Any], sim: Any, sim_url: str, directory: Path) -> dict[str, Any]:
+    """Scenario settings with placeholders filled: fcm_service_account_file "simulator" becomes a
+    service-account file the simulator issued (its token endpoint mints the worker's access tokens)."""
+    out = dict(overrides)
+    if out.get("fcm_service_account_file") == "simulator":
+        path = directory / "fcm-service-account.json"
+        path.write_bytes(orjson.dumps(sim.fcm.service_account(f"{sim_url}/token")))
+        out["fcm_service_account_file"] = str(path)
+    return out
 
 
 def normalize(topic: str, value: dict[str, Any]) -> dict[str, Any]:
@@ -140,12 +166,21 @@ class Replayer:
                 if "input" in step:
                     if step["input"] == "templates":
                         await self.key_for(step["value"]["client_id"])
+                    if "expires_in_s" in step:
+                        step = {**step, "value": {**step["value"], "expires_at": time.time() + step["expires_in_s"]}}
                     value = step["raw"].encode() if "raw" in step else orjson.dumps(step["value"])
                     await producer.send_and_wait(self.specs[step["input"]].topic, value=value, key=step["key"].encode())
                 elif "fault" in step:
                     from clarion.providers.simulator import Fault
 
                     self.sim.state.faults.append(Fault(**step["fault"]))
+                elif "sim" in step:
+                    for path, value in step["sim"].items():
+                        *owners, name = path.split(".")
+                        target = self.sim
+                        for owner in owners:
+                            target = getattr(target, owner)
+                        setattr(target, name, value)
                 elif "barrier" in step:
                     await self.barrier(step["barrier"], live=True)
                 elif "tombstones" in step:
@@ -161,6 +196,8 @@ class Replayer:
             while True:
                 if table == "templates":  # not a faust table: ask the worker what it holds
                     have = await self.worker_template_versions()
+                elif table == "deliveries":  # not a table: what the simulator accepted
+                    have = len(self.sim.state.deliveries)
                 else:
                     state = await changelog_state(self.bootstrap, topic)
                     have = sum((value is not None) == live for value in state.values())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import test_settings
-from tests.replay_harness import Replayer, Scenario, canonical
+from tests.replay_harness import Replayer, Scenario, canonical, rejections, resolve_settings
 
 SCENARIOS = sorted((Path(__file__).parent / "replay").glob("*.jsonl"))
 
@@ -16,7 +16,8 @@ SCENARIOS = sorted((Path(__file__).parent / "replay").glob("*.jsonl"))
 async def test_replay(path: Path, broker, redis_server, simulator, tmp_path: Path) -> None:
     sim, sim_url = simulator
     scenario = Scenario.load(path)
-    settings = test_settings(broker, redis_server.url, sim_url, tmp_path, **scenario.settings)
+    overrides = resolve_settings(scenario.settings, sim, sim_url, tmp_path)
+    settings = test_settings(broker, redis_server.url, sim_url, tmp_path, **overrides)
     replayer = Replayer(settings, sim)
     await replayer.prepare()
     got = await replayer.through_worker(scenario, tmp_path / "worker.log")
@@ -25,3 +26,5 @@ async def test_replay(path: Path, broker, redis_server, simulator, tmp_path: Pat
     assert canonical(got["dlq"]) == canonical(scenario.expected["dlq"]), log_tail
     receipts = [{k: d.get(k) for k in ("channel", "address", "nid", "did")} for d in sim.state.deliveries]
     assert canonical(receipts) == canonical(scenario.receipts)
+    if scenario.rejected:  # the simulator's refusals: the exact number of calls it turned away
+        assert canonical(rejections(sim)) == canonical(scenario.rejected)

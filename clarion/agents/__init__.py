@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def register_all(topo: Topology) -> None:
-    from clarion.agents import dedupe, deliver, retry, users
+    from clarion.agents import dedupe, deliver, feedback, retry, users
 
-    for stage in (users, dedupe, deliver, retry):
+    for stage in (users, dedupe, deliver, retry, feedback):
         stage.register(topo)

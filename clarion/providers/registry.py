@@ -22,9 +22,10 @@ def build_clients(s: Settings) -> dict[str, ProviderClient]:
             credential_source(s.ses_credentials, s.ses_access_key, s.ses_secret_key, s.ses_session_token),
             s.ses_from,
             t,
+            s.ses_configuration_set,
         ),
         "sms": TwilioClient(
-            s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.twilio_status_callback, t,
+            s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.status_callback_url, t,
             messaging_service_sid=s.twilio_messaging_service_sid,
         ),
     }

@@ -269,12 +269,14 @@ class SesClient(HttpProvider):
     channel = "email"
 
     def __init__(
-        self, base_url: str, region: str, credentials: CredentialSource, sender: str, timeout_s: float
-    ) -> None:
+        self, base_url: str, region: str, credentials: CredentialSource, sender: str, timeout_s: float,
+        configuration_set: str = "",
+    ) -> None:  # fmt: skip
         super().__init__(base_url, timeout_s)
         self.region = region
         self.credentials = credentials
         self.sender = sender
+        self.configuration_set = configuration_set  # its event destination (SNS) carries the tags back as feedback
 
     def payload(self, message: OutboundMessage) -> bytes:
         content = message.content
@@ -283,8 +285,10 @@ class SesClient(HttpProvider):
             body_parts["Text"] = {"Data": content.text, "Charset": "UTF-8"}
         if content.html is not None:
             body_parts["Html"] = {"Data": content.html, "Charset": "UTF-8"}
+        extra = {"ConfigurationSetName": self.configuration_set} if self.configuration_set else {}
         return orjson.dumps(
             {
+                **extra,
                 "FromEmailAddress": self.sender,
                 "Destination": {"ToAddresses": [message.address]},
                 "Content": {

@@ -79,7 +79,9 @@ class Outcome(_Record):
     """What happened to a notification or one of its deliveries (topic: outcomes)."""
 
     notification_id: str
-    status: str  # accepted | duplicate | sent | retrying | failed | dead_lettered
+    # accepted | duplicate | sent | retrying | failed | dead_lettered | suppressed, and from provider feedback
+    # (agents/feedback.py): delivered | undelivered | bounced | complained
+    status: str
     client_id: str = ""
     user_id: str = ""
     channel: str | None = None
@@ -90,6 +92,26 @@ class Outcome(_Record):
     duplicate_of: str | None = None
     provider_message_id: str | None = None
     trace_id: str = ""
+    ts: float = 0.0
+
+
+FeedbackStatus = Literal["delivered", "undelivered", "bounced", "complained"]
+
+
+class Feedback(_Record):
+    """What a provider reported about a delivery after accepting it (topic: feedback).
+
+    Keyed by notification_id, on the partition the id names: the API's webhooks know only
+    the ids clarion put in the provider's metadata, and the status lives on that partition.
+    """
+
+    notification_id: str
+    delivery_id: str
+    channel: Channel
+    status: FeedbackStatus
+    reason: str | None = None  # the provider's code and words, e.g. "30005 undelivered", "Permanent/General: …"
+    provider_message_id: str | None = None
+    address: str = ""  # the recipient the provider names (what suppression records)
     ts: float = 0.0
 
 

@@ -14,6 +14,17 @@ import msgspec
 from clarion.schemas.records import Outcome
 
 TERMINAL = frozenset({"sent", "failed", "dead_lettered"})
+# What the provider said later (agents/feedback.py): final over TERMINAL, which a late or replayed
+# outcome of the deliver stage never undoes (a callback can beat the "sent" outcome to the table).
+FEEDBACK = frozenset({"delivered", "undelivered", "bounced", "complained"})
+DONE = TERMINAL | FEEDBACK
+REACHED = frozenset({"sent", "delivered", "complained"})  # the provider took it (complained: and it arrived)
+MISSED = frozenset({"failed", "dead_lettered", "undelivered", "bounced"})
+
+
+def rank(status: str) -> int:
+    """In-flight states 0, the deliver stage's final ones 1, feedback 2: a lower rank never overwrites a higher."""
+    return 2 if status in FEEDBACK else 1 if status in TERMINAL else 0
 
 
 class DeliveryState(msgspec.Struct):
@@ -69,34 +80,40 @@ def fold(doc: StatusDoc | None, outcome: Outcome) -> StatusDoc:
         doc.failures[outcome.channel or "*"] = outcome.reason
     else:
         prev = doc.deliveries.get(outcome.delivery_id)
-        if prev is None or prev.status not in TERMINAL or outcome.status in TERMINAL:
+        if prev is None or rank(outcome.status) >= rank(prev.status):
             doc.deliveries[outcome.delivery_id] = DeliveryState(
                 channel=outcome.channel,
                 status=outcome.status,
                 attempts=max(outcome.attempt, prev.attempts if prev else 0),
                 reason=outcome.reason,
-                provider_message_id=outcome.provider_message_id,
+                provider_message_id=outcome.provider_message_id or (prev.provider_message_id if prev else None),
             )
+        else:  # feedback came first: keep it, and take the attempts the deliver stage counted
+            prev.attempts = max(prev.attempts, outcome.attempt)
+            prev.provider_message_id = prev.provider_message_id or outcome.provider_message_id
     doc.updated_at = max(doc.updated_at, outcome.ts)
     doc.status = overall(doc)
     return doc
 
 
 def overall(doc: StatusDoc) -> str:
-    """accepted | duplicate | sent | partially_sent | failed | dead-lettered, from the delivery states.
+    """accepted | duplicate | delivered | sent | partially_sent | failed | dead-lettered, from the delivery states.
 
+    `delivered`: every delivery was confirmed delivered by its provider (feedback).
     `partially_sent`: some deliveries reached their provider and some channel did not (a
-    failed or dead-lettered delivery, or a channel that could not be planned); the
-    per-delivery and per-channel detail says which.
+    failed, dead-lettered, undelivered or bounced delivery, or a channel that could not be
+    planned); the per-delivery and per-channel detail says which. A delivery that reached
+    its provider and was reported undelivered or bounced later counts as missed.
     """
     if doc.duplicate_of:
         return "duplicate"
     states = [d.status for d in doc.deliveries.values()]
-    if doc.planned is None or sum(s in TERMINAL for s in states) < doc.planned:
+    if doc.planned is None or sum(s in DONE for s in states) < doc.planned:
         return "accepted"
-    if "sent" in states:
-        missed = doc.failures or any(s in ("failed", "dead_lettered") for s in states)
-        return "partially_sent" if missed else "sent"
+    if any(s in REACHED for s in states):
+        if doc.failures or any(s in MISSED for s in states):
+            return "partially_sent"
+        return "delivered" if all(s in ("delivered", "complained") for s in states) else "sent"
     if "dead_lettered" in states:
         return "dead-lettered"
     return "failed"
@@ -143,6 +160,15 @@ class StatusBoard:
             doc = decode_status(raw) if raw is not None else None
         self.dirty[where] = doc = fold(doc, outcome)
         doc.partition = partition
+        return doc
+
+    def get(self, partition: int, notification_id: str) -> StatusDoc | None:
+        """The notification's status as this worker holds it (folded but unflushed changes included)."""
+        where = (partition, notification_id.encode())
+        doc = self.dirty.get(where)
+        if doc is None:
+            raw = self.writer.get(*where)
+            doc = decode_status(raw) if raw is not None else None
         return doc
 
     def prune(self, owned: set[int], now: float, retention_s: float) -> int:

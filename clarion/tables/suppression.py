@@ -1,10 +1,12 @@
 """Suppression: addresses a provider told us never to send to again, one table across channels.
 
 An APNs 410 `Unregistered` or FCM `UNREGISTERED` push token is dead; a Twilio 21610
-number has opted out (STOP). Sending again wastes a call at best and breaks the law at
-worst. The table lives with the user (keyed client/user_id, co-partitioned with the users
-table and the lanes), so the deliver stage that hears the answer records it and the
-route stage reads it, both locally. A suppressed address is skipped when a notification
+number has opted out (STOP). Feedback that arrives later (agents/feedback.py) suppresses
+too: SES permanent bounces and complaints, Twilio callbacks with an SMS_GONE code. Sending
+again wastes a call at best and breaks the law at worst. The table lives with the user
+(keyed client/user_id, co-partitioned with the users table and the lanes), so the stage
+that hears the answer (deliver, feedback) records it and the route stage reads it, both
+locally. A suppressed address is skipped when a notification
 is routed (outcome `suppressed`); a profile upsert that adds the address anew (a new
 device registering the token again, a user texting START and being re-added) clears it.
 """
@@ -22,6 +24,13 @@ SUPPRESSING = (
     ("sms", "21610"),
 )
 
+# Twilio ErrorCodes in a status callback (undelivered/failed) that mean the number is gone for good:
+# 21610 the recipient replied STOP; 30004 blocked (opted out, or the carrier blocks it for this
+# recipient); 30005 unknown or inactive number; 30006 a landline or unreachable carrier. Not here
+# (they pass): 30003 handset off or out of coverage, 30007 carrier filtering of the content,
+# 30008 unknown error, 30034 unregistered sender.
+SMS_GONE = frozenset({"21610", "30004", "30005", "30006"})
+
 Suppressions = dict[str, str]  # "channel|address" -> the reason
 
 
@@ -32,6 +41,19 @@ def entry(channel: str, address: str) -> str:
 def suppresses(channel: str, reason: str) -> bool:
     """Whether a permanent failure on `channel` with `reason` means: never send to this address again."""
     return any(ch == channel and fragment in reason for ch, fragment in SUPPRESSING)
+
+
+def feedback_suppresses(channel: str, status: str, reason: str | None) -> bool:
+    """Whether provider feedback means: never send to this address again.
+
+    Email: a permanent bounce (`bounced`; transient bounces arrive as `undelivered`) or a
+    complaint. SMS: `undelivered` with an SMS_GONE code (the reason starts with Twilio's ErrorCode).
+    """
+    if channel == "email":
+        return status in ("bounced", "complained")
+    if channel == "sms" and status == "undelivered":
+        return (reason or "").split(" ", 1)[0] in SMS_GONE
+    return False
 
 
 _decode = msgspec.json.Decoder(dict[str, str]).decode

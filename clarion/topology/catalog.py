@@ -25,6 +25,7 @@ from clarion.schemas.records import (
     ApiKey,
     DeadLetter,
     DeliveryTask,
+    Feedback,
     NotificationRequest,
     Outcome,
     TemplateVersion,
@@ -51,6 +52,9 @@ def lane_topic(lane: str, channel: str) -> str:
 
 
 USER_KEY = "client/user_id"  # the key of every topic co-partitioned with the users table
+# Feedback knows only the ids clarion gave the provider: it goes to the partition the
+# notification id names (n<partition>_…), where the notification's status and user live.
+FEEDBACK_KEY = "notification_id (on the partition it names)"
 LANES = ("critical",)  # each lane has its own delivery topics and retry tiers
 
 
@@ -97,6 +101,12 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
             )
             for lane in LANES
             for delay in s.retry_delays()
+        ),
+        TopicSpec(
+            "feedback", "", crit, FEEDBACK_KEY, Feedback, False,
+            "Delivery feedback from provider webhooks (Twilio status callbacks, SES events via SNS); "
+            "folded into the status and suppression on the notification's partition.",
+            batched=True,
         ),
         TopicSpec(
             "outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -139,6 +140,7 @@ def pointed_at_simulator(settings: Settings, sim_url: str) -> Settings:
     client mints real ES256 provider tokens from its .p8 and the simulator verifies them.
     """
     from clarion.providers.simulator import apns as sim_apns
+    from clarion.providers.simulator import callbacks as sim_callbacks
 
     s = settings
     if not s.apns_key_file:
@@ -155,5 +157,7 @@ def pointed_at_simulator(settings: Settings, sim_url: str) -> Settings:
         ses_secret_key=s.ses_secret_key or "sim-secret",
         ses_credentials="static",  # the simulator checks the keys above, not whatever botocore's chain finds
         twilio_auth_token=s.twilio_auth_token or "sim-token",
-        twilio_status_callback=s.twilio_status_callback or f"http://{s.api_host}:{s.api_port}/callbacks/twilio",
+        webhook_base_url=s.webhook_base_url or f"http://{s.api_host}:{s.api_port}",
+        sns_topic_arns=s.sns_topic_arns or sim_callbacks.SNS_TOPIC_ARN,
+        sns_host_pattern=re.escape(sim_url.rstrip("/")),  # where the simulator serves its SNS certificate
     )

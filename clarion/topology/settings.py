@@ -71,12 +71,19 @@ class Settings:
     ses_session_token: str = ""  # with temporary static keys (signed as x-amz-security-token)
     ses_credentials: str = "static"  # "static": the keys above; "chain": botocore's chain (env, files, roles)
     ses_from: str = "notifications@example.com"
+    ses_configuration_set: str = ""  # sent with each email: SES publishes its events (with the tags) to SNS
     twilio_url: str = "https://api.twilio.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: str = ""
     twilio_from: str = "+15550000000"
     twilio_messaging_service_sid: str = ""  # MG…: when set, sent as MessagingServiceSid instead of From
-    twilio_status_callback: str = ""
+    twilio_status_callback: str = ""  # empty: derived from webhook_base_url (status_callback_url)
+    # The public URL of the API's root as providers reach it (e.g. https://hooks.example.com): Twilio
+    # signs the URL it calls, so the webhooks check signatures against this, not what the proxy forwards.
+    webhook_base_url: str = ""
+    sns_topic_arns: str = ""  # comma-separated SNS topics whose messages /webhooks/ses takes; empty: none
+    # Where SNS signing certificates (and SubscribeURLs) may be fetched from: scheme://host[:port], full match
+    sns_host_pattern: str = r"https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -95,6 +102,13 @@ class Settings:
                 values[f.name] = raw
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def status_callback_url(self) -> str:
+        """Twilio's StatusCallback: the configured one, else /webhooks/twilio under webhook_base_url."""
+        if self.twilio_status_callback or not self.webhook_base_url:
+            return self.twilio_status_callback
+        return self.webhook_base_url.rstrip("/") + "/webhooks/twilio"
 
     @property
     def broker_url(self) -> str:

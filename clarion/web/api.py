@@ -1,7 +1,8 @@
 """The public HTTP API: stateless, produces to Kafka, runs as many processes as needed.
 
 POST /notif, /notif/batch, /template, /users, GET /notif/{id} (asked of a worker, which
-routes it to the owner of the status table partition), GET /healthz and /ready.
+routes it to the owner of the status table partition), GET /healthz and /ready, and the
+provider webhooks POST /webhooks/twilio and /webhooks/ses (web/webhooks.py).
 
 Every endpoint but /healthz and /ready needs `Authorization: Bearer <API key>` with the
 endpoint's scope. The client is the key's: a body naming another client_id is refused
@@ -144,7 +145,8 @@ def requires(scope: str) -> Any:
 
 
 def public(handler: Any) -> Any:
-    """Mark a handler as answering without an API key (liveness and readiness only)."""
+    """Mark a handler as answering without an API key: liveness, readiness, and provider
+    webhooks, which check their provider's signature themselves (web/webhooks.py)."""
     handler.public = True
     return handler
 
@@ -348,6 +350,8 @@ async def _produce(request: web.Request, name: str, key: str, value: bytes) -> R
 
 def create_api(settings: Settings) -> web.Application:
     """The API application; its startup connects the producer and reads the templates."""
+    from clarion.web.webhooks import install_webhooks  # it imports this module
+
     if not settings.status_url:
         settings = replace(settings, status_url=f"http://{settings.web_host}:{settings.web_port}")
     # auto_decompress off: aiohttp's own decoding answers some bad bodies in text/plain before any handler runs
@@ -372,6 +376,7 @@ def create_api(settings: Settings) -> web.Application:
             web.get("/ready", ready),
         ]
     )
+    install_webhooks(app)
     for route in app.router.routes():  # a route without a scope would answer anyone
         handler = route.handler
         assert getattr(handler, "public", False) or getattr(handler, "scope", None), f"{route}: no scope"

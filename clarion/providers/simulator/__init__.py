@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from clarion.providers.simulator import apns, fcm, h2c, ses, twilio
+from clarion.providers.simulator import apns, callbacks, fcm, h2c, ses, twilio
 from clarion.providers.simulator.core import json_response as _json
 
 # What each provider answers for an injected fault: (http status, error body maker).
@@ -122,10 +122,12 @@ class Simulator:
         self.twilio_account_sid = twilio_account_sid  # the credentials Twilio requests must carry
         self.twilio_auth_token = twilio_auth_token
         self.ses_account = ses.SesAccount(ses_access_key, ses_secret_key, ses_session_token)  # what SigV4 must use
+        self.url = ""  # where it is served (start_simulator): SigningCertURLs name it
+        self.callbacks = callbacks.Callbacks()  # Twilio status callbacks, SES events over SNS: off until enabled
         self.app = web.Application()
         self.app.add_routes(
             [
-                *(route for provider in (apns, fcm, ses, twilio) for route in provider.routes(self)),
+                *(route for provider in (apns, fcm, ses, twilio, callbacks) for route in provider.routes(self)),
                 web.get("/_sim/deliveries", self.list_deliveries),
                 web.get("/_sim/stats", self.stats),
                 web.delete("/_sim/deliveries", self.reset),
@@ -209,11 +211,12 @@ async def start_simulator(
     async def stop_listening(app: web.Application) -> None:
         for listener in listening:
             await listener.close()
+        await sim.callbacks.close()
 
     sim.app.on_cleanup.append(stop_listening)
     runner = web.AppRunner(sim.app, access_log=None)
     await runner.setup()
     assert runner.server is not None
     listening.append(await h2c.serve(host, port, partial(apns.handle, sim), runner.server))
-    sim.apns_url = f"http://{host}:{port}"
+    sim.apns_url = sim.url = f"http://{host}:{port}"
     return sim, runner

@@ -118,7 +118,9 @@ async def send_email(sim: Simulator, request: web.Request) -> web.Response:
         meta["feedback"] = feedback
     taken = await sim.take("email", recipients[0], meta)
     if isinstance(taken, dict):
-        return _json(200, {"MessageId": f"0100{taken['seq']:012d}-sim"})
+        message_id = f"0100{taken['seq']:012d}-sim"
+        sim.callbacks.ses_accepted(sim, meta, message_id)  # SES events over SNS, when enabled
+        return _json(200, {"MessageId": message_id})
     code = str(taken.body.get("__type", "InternalFailure"))  # an injected fault, in SES's shape
     return error(taken.status, code, str(taken.body.get("message", "")), **taken.headers)
 

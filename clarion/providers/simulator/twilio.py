@@ -2,7 +2,9 @@
 
 Basic auth is checked against the simulator's Account SID and auth token, the account in
 the path must be that account, the form is validated like Twilio does (codes 21602-21705),
-and Twilio's magic test numbers fail the way they fail with test credentials.
+and Twilio's magic test numbers fail the way they fail with test credentials. Status
+callbacks (callbacks.py, when enabled) follow each accepted message; the magic To numbers
+in callbacks.UNDELIVERED are accepted and then reported undelivered or failed.
 """
 
 from __future__ import annotations
@@ -193,6 +195,9 @@ async def twilio(sim: Simulator, request: web.Request) -> web.Response:
         "from": form.get("From"),
         "messaging_service_sid": form.get("MessagingServiceSid"),
     }
-    return await sim._answer(
-        "sms", str(form["To"]), meta, lambda receipt: _json(201, message_resource(receipt, sid, form))
-    )
+    def accepted(receipt: dict[str, Any]) -> web.Response:
+        resource = message_resource(receipt, sid, form)
+        sim.callbacks.twilio_accepted(sim, resource, str(form.get("StatusCallback", "")))
+        return _json(201, resource)
+
+    return await sim._answer("sms", str(form["To"]), meta, accepted)

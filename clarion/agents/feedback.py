@@ -1,0 +1,92 @@
+"""Feedback: what providers report after accepting a delivery, folded into status and suppression.
+
+The API's webhooks (web/webhooks.py) turn Twilio status callbacks and SES events (via
+SNS) into Feedback records on the partition the notification id names, which is where
+the notification's status, its user and the user's suppressions live: the fold, the
+suppression and the outcome are all local. Feedback for a notification this partition
+does not know (a status past its retention, an id clarion did not make) is counted and
+dropped: there is nothing to fold it into and no user to suppress for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import faust
+
+from clarion.agents.guard import Part, guarded
+from clarion.logs import event
+from clarion.schemas.codec import decode
+from clarion.schemas.records import Feedback, UserProfile, scoped
+from clarion.tables.changelog import ChangelogWriter
+from clarion.tables.status import StatusDoc
+from clarion.tables.suppression import feedback_suppresses
+from clarion.tables.users import addresses_for
+from clarion.topology.outbox import Outbox
+
+if TYPE_CHECKING:
+    from clarion.topology.topology import Topology
+
+log = logging.getLogger("clarion.feedback")
+SOURCE = "feedback"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What Topology.outcome needs to know about the notification a feedback item is about."""
+
+    notification_id: str
+    client_id: str
+    user_id: str
+    trace_id: str = ""
+
+
+def register(topo: Topology) -> None:
+    users = topo.writer(topo.users)
+
+    async def handle(parts: Sequence[Part[Feedback]], out: Outbox) -> None:
+        for part in parts:
+            for item in part.items:
+                fold_feedback(topo, users, part.partition, item, out)
+
+    @topo.app.agent(topo.topics[SOURCE], name="clarion.feedback")
+    async def feedback(stream: faust.StreamT) -> None:
+        await guarded(topo, SOURCE, stream, Feedback, handle)
+
+
+def fold_feedback(topo: Topology, users: ChangelogWriter, partition: int, item: Feedback, out: Outbox) -> None:
+    """One feedback item: an outcome folded into its status, and a suppression when the address is gone."""
+    doc = topo.statuses.get(partition, item.notification_id)
+    if doc is None or not item.delivery_id.startswith(f"{item.notification_id}.{item.channel}."):
+        topo.counters[("feedback", item.channel, "unknown")] += 1
+        event(log, "feedback for an unknown notification or delivery dropped", logging.WARNING,
+              notification_id=item.notification_id, delivery_id=item.delivery_id, partition=partition)  # fmt: skip
+        return
+    source = _Source(item.notification_id, doc.client_id, doc.user_id)
+    topo.outcome(out, partition, item.status, source, channel=item.channel, delivery_id=item.delivery_id,
+                 reason=item.reason, provider_message_id=item.provider_message_id)  # fmt: skip
+    if feedback_suppresses(item.channel, item.status, item.reason):
+        address = _address(users, partition, doc, item)
+        if address:
+            reason = f"{item.status}: {item.reason}" if item.reason else item.status
+            topo.suppressions.add(partition, scoped(doc.client_id, doc.user_id), item.channel, address, reason)
+            event(log, "address suppressed after feedback", notification_id=item.notification_id,
+                  channel=item.channel, reason=reason)  # fmt: skip
+
+
+def _address(users: ChangelogWriter, partition: int, doc: StatusDoc, item: Feedback) -> str:
+    """The address to suppress: the user's own spelling of the one the provider names.
+
+    Providers may change an email address's case; routing compares the profile's spelling.
+    An address no longer on the profile is suppressed as the provider spelled it.
+    """
+    raw = users.get(partition, scoped(doc.client_id, doc.user_id).encode())
+    held = addresses_for(decode(UserProfile, raw), item.channel) if raw else []
+    wanted = item.address.lower() if item.channel == "email" else item.address
+    for address in held:
+        if (address.lower() if item.channel == "email" else address) == wanted:
+            return address
+    return item.address
