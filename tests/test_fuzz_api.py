@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import orjson
 import pytest
@@ -43,7 +43,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"]
-ENDPOINTS = ["/notif", "/notif/batch", "/users", "/template", "/healthz", "/notif/n0_" + "ab" * 16]
+ENDPOINTS = ["/notif", "/notif/batch", "/users", "/template", "/healthz", "/notif/n0_" + "ab" * 16,
+             "/webhooks/twilio", "/webhooks/ses"]  # fmt: skip
 TEMPLATE = {"template_id": "fz", "version": 1, "email_subject": "Hi {{ name }}", "email_text": "{{ name }}"}
 TEMPLATE |= {"sms_body": "Code {{ code }} {{ name | upper }}", "push_title": "T", "push_body": "{{ code }}"}
 NOTIF = {
@@ -57,7 +58,8 @@ NOTIF = {
 USER = {"user_id": "fuzz-user", "email": "a@example.com", "phone": "+14155550100", "timezone": "Europe/Paris"}
 
 
-ROUTES = {"/notif": "POST", "/notif/batch": "POST", "/users": "POST", "/template": "POST", "/healthz": "GET"}
+ROUTES = {"/notif": "POST", "/notif/batch": "POST", "/users": "POST", "/template": "POST", "/healthz": "GET",
+          "/webhooks/twilio": "POST", "/webhooks/ses": "POST"}  # fmt: skip
 
 
 def route_of(method: str, path: str) -> str:
@@ -377,6 +379,37 @@ def test_get_notif(api: Client, segment: str, query: str) -> None:
 )
 def test_any_method_any_path(api: Client, method: str, path: str, body: bytes | None) -> None:
     api.send(method, path, body)
+
+
+TWILIO_FIELDS = ["MessageSid", "MessageStatus", "ErrorCode", "To", "From", "AccountSid", "nid", "did"]
+SNS_MESSAGE = {"Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": "{}",
+               "Timestamp": "2026-01-01T00:00:00Z", "SignatureVersion": "1", "Signature": "AAAA",
+               "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem"}  # fmt: skip
+
+
+@FUZZ
+@given(
+    form=st.dictionaries(st.sampled_from(TWILIO_FIELDS) | st.text(max_size=10), st.text(max_size=40), max_size=8),
+    signature=st.none() | st.text(string.ascii_letters + string.digits + "+/=_- ", max_size=40) | st.just("AAAA" * 7),
+    junk=st.none() | JUNK_BYTES,
+    query=st.sampled_from(["", "?nid=n0_ab&did=n0_ab.sms.0", "?nid=..%2F&did=%ff", "?" + "a" * 300]),
+)
+def test_post_webhook_twilio(
+    api: Client, form: dict[str, str], signature: str | None, junk: bytes | None, query: str
+) -> None:
+    """Unsigned or badly signed callbacks, odd forms and bytes: 4xx (never an API key asked, never a 5xx)."""
+    body = junk if junk is not None else urlencode(form).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": ""}
+    if signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    api.send("POST", "/webhooks/twilio" + query, body, headers)
+
+
+@FUZZ
+@given(body=mutated(SNS_MESSAGE, {"SigningCertURL": IDS | ODD_STRINGS, "Type": IDS}))
+def test_post_webhook_ses(api: Client, body: bytes) -> None:
+    """SNS-shaped messages with any field broken: never a certificate fetched from elsewhere, never a 5xx."""
+    api.send("POST", "/webhooks/ses", body, {"Content-Type": "text/plain; charset=UTF-8", "Authorization": ""})
 
 
 def test_healthz_still_answers(api: Client) -> None:

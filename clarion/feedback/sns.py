@@ -40,7 +40,8 @@ class Rejected(Exception):
 
 def canonical(message: dict[str, Any]) -> bytes:
     """The string SNS signs for `message` (Subject only when present, as SNS does)."""
-    fields = TYPES.get(message.get("Type", ""))
+    kind = message.get("Type")
+    fields = TYPES.get(kind) if isinstance(kind, str) else None
     if fields is None:
         raise Rejected(f"unknown SNS message Type {str(message.get('Type'))[:40]!r}")
     out = []

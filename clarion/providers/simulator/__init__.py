@@ -82,7 +82,9 @@ class Refusal:
 @dataclass
 class SimulatorState:
     latency_ms: float = 0.0
-    failure_rate: float = 0.0
+    failure_rate: float = 0.0  # transient faults, per request
+    rates: dict[str, float] = field(default_factory=dict)  # more faults by kind (throttle, permanent), per request
+    rng: random.Random = field(default_factory=lambda: random.Random(0))  # seeded: a run's faults repeat
     faults: list[Fault] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -94,8 +96,13 @@ class SimulatorState:
                 if fault.times is not None:
                     fault.times -= 1
                 return fault
-        if self.failure_rate and random.random() < self.failure_rate:
-            return Fault(channel, "transient")
+        if not (self.failure_rate or self.rates):
+            return None
+        draw = self.rng.random()
+        for kind, rate in (("transient", self.failure_rate), *self.rates.items()):
+            if draw < rate:
+                return Fault(channel, kind, retry_after="1" if kind == "throttle" else None)
+            draw -= rate
         return None
 
 
@@ -194,7 +201,14 @@ class Simulator:
         body = await request.json(loads=orjson.loads)
         self.state.latency_ms = float(body.get("latency_ms", self.state.latency_ms))
         self.state.failure_rate = float(body.get("failure_rate", self.state.failure_rate))
-        return _json(200, {"latency_ms": self.state.latency_ms, "failure_rate": self.state.failure_rate})
+        rates = body.get("rates", self.state.rates)
+        if not isinstance(rates, dict) or any(k not in FAULT_KINDS or not 0 <= v <= 1 for k, v in rates.items()):
+            return _json(400, {"error": f"rates must map {'|'.join(FAULT_KINDS)} to probabilities"})
+        self.state.rates = {k: float(v) for k, v in rates.items()}
+        if "seed" in body:
+            self.state.rng.seed(int(body["seed"]))
+        state = self.state
+        return _json(200, {"latency_ms": state.latency_ms, "failure_rate": state.failure_rate, "rates": state.rates})
 
 
 async def start_simulator(
