@@ -9,7 +9,13 @@ Orders the ledger already holds are answered from it (`final` or `in_flight`). A
 provider that refuses our credentials even after the client refreshed them holds its
 channel: for `auth_hold_s` its orders are answered `held` without a call (they wait in
 the retry schedule without spending attempts) and an alert is logged, rather than burning
-every message against a bad key.
+every message against a bad key. The same holds a channel whose circuit is open.
+
+A channel may have a fallback: a second account or region (providers/registry.py
+build_fallbacks). While the primary is held or its circuit is open, the channel's orders
+go to the fallback instead of being held; the fallback has its own hold, circuit and rate
+bucket, all under the name `<channel>/fallback`. The primary is tried again as soon as its
+hold or circuit ends. Only when both are unavailable are the orders held.
 
 Dispatch runs in the worker (`InlineDispatch`) or, with Redis, in a sender process the
 worker starts (providers/sender.py): then a worker killed mid-call leaves no claim
@@ -75,7 +81,8 @@ class Reply(msgspec.Struct, array_like=True):
 
     kind: "sent" | "failed" | "transient" (this call's result), "final" (the ledger already
     held a final `state` for it: a replay), "in_flight" (someone else holds its claim),
-    "held" (its channel's credentials are refused: not sent, look again later).
+    "held" (its channel's credentials are refused or its circuit open, and its fallback's too,
+    if it has one: not sent, look again later).
     """
 
     kind: Literal["sent", "failed", "transient", "final", "in_flight", "held"]
@@ -109,8 +116,13 @@ def reply_for(result: SendResult) -> Reply:
     return Reply("transient", result.reason, retry_after=result.retry_after)
 
 
+def fallback_key(channel: str) -> str:
+    """The name of a channel's fallback account: for its hold, its circuit and its rate bucket."""
+    return channel + "/fallback"
+
+
 class Dispatcher:
-    """Claims, sends and settles orders against a ledger and one client per channel."""
+    """Claims, sends and settles orders against a ledger and one client per channel (plus fallbacks)."""
 
     def __init__(
         self,
@@ -120,31 +132,56 @@ class Dispatcher:
         auth_hold_s: float = 30.0,
         limiter: RateLimiter | None = None,
         breaker: CircuitBreaker | None = None,
+        fallbacks: dict[str, ProviderClient] | None = None,
     ) -> None:
         self.clients = clients
+        self.fallbacks = fallbacks or {}
         self.ledger = ledger
         self.concurrency = concurrency
         self.auth_hold_s = auth_hold_s
         self.limiter = limiter or RateLimiter({})
         self.breaker = breaker or CircuitBreaker()
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
-        self._held: dict[str, tuple[float, str]] = {}  # channel -> (until, why)
+        self._held: dict[str, tuple[float, str]] = {}  # account (channel or channel/fallback) -> (until, why)
 
-    def held(self, channel: str) -> str | None:
-        """Why `channel` is held, while it is (refused credentials, or a provider failing: circuit open)."""
-        until, why = self._held.get(channel, (0.0, ""))
+    def held(self, account: str) -> str | None:
+        """Why `account` (a channel, or `fallback_key(channel)`) is held, while it is (refused
+        credentials, or a provider failing: circuit open)."""
+        until, why = self._held.get(account, (0.0, ""))
         if time.monotonic() < until:
             return why
-        return "circuit_open: the provider keeps failing" if self.breaker.is_open(channel) else None
+        return "circuit_open: the provider keeps failing" if self.breaker.is_open(account) else None
+
+    def route(self, channel: str) -> tuple[str | None, str]:
+        """(account, "") to send `channel`'s orders to now: the primary (named `channel`) unless
+        it is held, then its fallback (`fallback_key(channel)`) unless that is held too; else
+        (None, why the channel is held)."""
+        why = self.held(channel)
+        if why is None:
+            return channel, ""
+        if channel not in self.fallbacks:
+            return None, why
+        fallback_why = self.held(fallback_key(channel))
+        if fallback_why is None:
+            return fallback_key(channel), ""
+        return None, f"{why}; fallback: {fallback_why}"
+
+    def client(self, account: str) -> ProviderClient:
+        """The client of an account `route` named (KeyError for a channel without one)."""
+        channel, _, fallback = account.partition("/")
+        return self.fallbacks[channel] if fallback else self.clients[channel]
 
     async def run(self, orders: Sequence[Order]) -> list[Reply]:
         """One reply per order, in order."""
         replies: list[Reply | None] = [None] * len(orders)
         open_orders = []
+        accounts: dict[int, str] = {}  # order index -> the account it goes to
         for i, order in enumerate(orders):
-            if (why := self.held(order.channel)) is not None:
+            account, why = self.route(order.channel)
+            if account is None:
                 replies[i] = Reply("held", why)
             else:
+                accounts[i] = account
                 open_orders.append(i)
         claims = await self.ledger.claim_many([orders[i].delivery_id for i in open_orders])
         to_send: list[int] = []
@@ -155,27 +192,29 @@ class Dispatcher:
                 replies[i] = Reply("in_flight")
             else:
                 replies[i] = Reply("final", detail or "", state)
-        results = await asyncio.gather(*(self._send(orders[i]) for i in to_send))
+        results = await asyncio.gather(*(self._send(orders[i], accounts[i]) for i in to_send))
         await self._settle([(orders[i], r) for i, r in zip(to_send, results, strict=True)])
         for i, result in zip(to_send, results, strict=True):
             replies[i] = reply_for(result)
-            self.breaker.record(orders[i].channel, isinstance(result, TransientFailure))
+            account = accounts[i]
+            self.breaker.record(account, isinstance(result, TransientFailure))
             if isinstance(result, AuthFailure):
-                self._hold(orders[i].channel, result.reason)
+                self._hold(account, result.reason)
         return [r for r in replies if r is not None]
 
-    def _hold(self, channel: str, why: str) -> None:
-        if self.held(channel) is None:
-            event(log, "provider refused our credentials: channel held", logging.ERROR, alert=True,
-                  channel=channel, reason=why, hold_s=self.auth_hold_s)  # fmt: skip
-        self._held[channel] = (time.monotonic() + self.auth_hold_s, why)
+    def _hold(self, account: str, why: str) -> None:
+        if self.held(account) is None:
+            event(log, "provider refused our credentials: account held", logging.ERROR, alert=True,
+                  channel=account, reason=why, hold_s=self.auth_hold_s,
+                  failover=account in self.fallbacks)  # fmt: skip
+        self._held[account] = (time.monotonic() + self.auth_hold_s, why)
 
-    async def _send(self, order: Order) -> SendResult:
-        limit = self._limits.setdefault((order.lane, order.channel), asyncio.Semaphore(self.concurrency))
+    async def _send(self, order: Order, account: str) -> SendResult:
+        limit = self._limits.setdefault((order.lane, account), asyncio.Semaphore(self.concurrency))
         try:
-            await self.limiter.permit(order.channel)  # the fleet-wide rate (no wait when the channel has none)
+            await self.limiter.permit(account)  # the fleet-wide rate (no wait when the account has none)
             async with limit:
-                return await self.clients[order.channel].send(order.message())
+                return await self.client(account).send(order.message())
         except Exception as exc:  # a client bug must not take the batch down; retries are bounded
             log.exception("provider client failed on %s", order.delivery_id)
             return TransientFailure(f"client_error: {exc!r}")
@@ -200,14 +239,31 @@ class Dispatcher:
             log.exception("delivery ledger update failed for %d deliveries", len(sent))
 
     async def close(self) -> None:
-        for client in self.clients.values():
+        for client in [*self.clients.values(), *self.fallbacks.values()]:
             await client.close()
         await self.ledger.close()
         await self.limiter.close()
 
 
-def dispatcher_for(settings: Settings, clients: dict[str, ProviderClient], ledger: DeliveryLedger) -> Dispatcher:
-    """A dispatcher with the settings' concurrency, holds, fleet-wide rates and circuit breaker."""
-    limiter = RateLimiter(parse_rates(settings.provider_rates), settings.redis, settings.topic_prefix)
+def dispatcher_for(
+    settings: Settings, clients: dict[str, ProviderClient], ledger: DeliveryLedger,
+    fallbacks: dict[str, ProviderClient] | None = None,
+) -> Dispatcher:  # fmt: skip
+    """A dispatcher with the settings' concurrency, holds, fleet-wide rates, circuit breaker and fallbacks.
+
+    `fallbacks` default to the settings' (registry.build_fallbacks). A fallback account is
+    limited in its own bucket: its rate is `<channel>/fallback=…` in provider_rates, else
+    the same rate as its channel's primary.
+    """
+    if fallbacks is None:
+        from clarion.providers.registry import build_fallbacks  # it imports every client module
+
+        fallbacks = build_fallbacks(settings)
+    rates = parse_rates(settings.provider_rates)
+    for channel in fallbacks:
+        if channel in rates:
+            rates.setdefault(fallback_key(channel), rates[channel])
+    limiter = RateLimiter(rates, settings.redis, settings.topic_prefix)
     breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_open_s)
-    return Dispatcher(clients, ledger, settings.provider_concurrency, settings.provider_auth_hold_s, limiter, breaker)
+    return Dispatcher(clients, ledger, settings.provider_concurrency, settings.provider_auth_hold_s, limiter, breaker,
+                      fallbacks)  # fmt: skip

@@ -72,11 +72,19 @@ class Settings:
     ses_credentials: str = "static"  # "static": the keys above; "chain": botocore's chain (env, files, roles)
     ses_from: str = "notifications@example.com"
     ses_configuration_set: str = ""  # sent with each email: SES publishes its events (with the tags) to SNS
+    # Failover: a second SES endpoint (another region), signed with the same credentials source.
+    # Empty URL: no fallback. Empty region: ses_region (a second endpoint in the same region).
+    ses_fallback_url: str = ""
+    ses_fallback_region: str = ""
     twilio_url: str = "https://api.twilio.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: str = ""
     twilio_from: str = "+15550000000"
     twilio_messaging_service_sid: str = ""  # MG…: when set, sent as MessagingServiceSid instead of From
+    # Failover: a second Twilio account (its own SID, token and number). Empty SID: no fallback.
+    twilio_fallback_account_sid: str = ""
+    twilio_fallback_auth_token: str = ""
+    twilio_fallback_from: str = ""
     twilio_status_callback: str = ""  # empty: derived from webhook_base_url (status_callback_url)
     # The public URL of the API's root as providers reach it (e.g. https://hooks.example.com): Twilio
     # signs the URL it calls, so the webhooks check signatures against this, not what the proxy forwards.

@@ -112,6 +112,9 @@ class Topology:
         await self.offsets.close()
         if isinstance(self._dispatcher, SenderProcess):
             await self._dispatcher.close()  # lets it finish the calls in flight
+        elif self._dispatcher is not None:  # inline: its clients are ours (below), its fallbacks its own
+            for client in self._dispatcher.fallbacks.values():
+                await client.close()
         for client in (self._clients or {}).values():
             await client.close()
         if self._ledger is not None:

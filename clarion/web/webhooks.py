@@ -88,7 +88,8 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, ValueError):
         raise Rejected(400, "the body is not a form (application/x-www-form-urlencoded)", "body") from None
     url, given = public_url(request), request.headers.get("X-Twilio-Signature", "")
-    if not twilio.valid_signature(url, params, settings.twilio_auth_token, given):
+    tokens = [settings.twilio_auth_token, settings.twilio_fallback_auth_token]  # either account's messages
+    if not any(twilio.valid_signature(url, params, token, given) for token in tokens):
         event(log, "Twilio webhook with a bad signature refused", logging.WARNING, url=url[:300])
         return _json(403, {"error": "invalid X-Twilio-Signature", "errors": [
             {"field": "X-Twilio-Signature", "error": "not Twilio's signature of this URL and body"}]})  # fmt: skip
