@@ -33,6 +33,7 @@ class TopicMirror(dict, Generic[V]):  # type: ignore[type-arg]
     """
 
     model: type[V]
+    fetch_wait_ms = 50  # how soon a record written elsewhere is seen without asking (a fetch per wait when idle)
 
     def __init__(self, bootstrap: str, topic: str, broker_quirks: str = "") -> None:
         super().__init__()
@@ -92,7 +93,7 @@ class TopicMirror(dict, Generic[V]):  # type: ignore[type-arg]
         """Read the topic up to its end before returning, then keep following it."""
         # A short fetch wait: a request may be waiting for this mirror to see a new record.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=self.fetch_wait_ms
         )
         await self._consumer.start()
         end = await self._end_offset()
