@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -64,3 +67,12 @@ def test_settings(
 
 
 test_settings.__test__ = False  # a helper, not a test
+
+
+def run_clarion(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`clarion <args>` in a child process with `settings` in its environment (a CLI test)."""
+    from clarion.topology.worker import settings_env
+
+    env = {**os.environ, **settings_env(settings)}
+    return subprocess.run([sys.executable, "-m", "clarion.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip

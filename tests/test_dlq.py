@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,8 +11,8 @@ from pathlib import Path
 from clarion.dlq import read_letters, replay
 from clarion.providers.simulator import Fault
 from clarion.topology.settings import Settings
-from clarion.topology.worker import WorkerProcess, settings_env
-from tests.conftest import test_settings
+from clarion.topology.worker import WorkerProcess
+from tests.conftest import run_clarion, test_settings
 from tests.replay_harness import Replayer, Scenario
 
 CLIENT = "c"
@@ -43,9 +41,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what
 
 
 def clarion_dlq(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(settings)}
-    return subprocess.run([sys.executable, "-m", "clarion.cli", "dlq", *args], env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return run_clarion(settings, "dlq", *args)
 
 
 async def test_replay_after_the_fault_delivers_once_and_a_second_replay_sends_nothing(

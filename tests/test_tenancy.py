@@ -6,17 +6,15 @@ Client "web" (the stack's key) is the victim; client "mallory" has a key of her 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
 from clarion.keys import list_keys, revoke_key
-from clarion.topology.worker import settings_env
 from tests.api_stack import TEMPLATE, USER, Stack, api_stack_fixture
+from tests.conftest import run_clarion
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -161,9 +159,7 @@ async def test_worker_template_pages_show_only_the_callers_templates(stack: Stac
 
 
 def clarion_keys(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(stack.settings)}
-    return subprocess.run([sys.executable, "-m", "clarion.cli", "keys", *args], env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return run_clarion(stack.settings, "keys", *args)
 
 
 async def test_the_keys_command_creates_lists_and_revokes(stack: Stack) -> None:
