@@ -9,7 +9,8 @@ A scenario is JSON lines, applied in order:
   {"settings": {...}}   settings overrides for this scenario's worker; the value "simulator" for
       fcm_service_account_file: a service-account file the simulator issued (see resolve_settings)
   {"barrier": {"users": n, "templates": n}}   wait until the worker holds that many users / template versions
-      ("deliveries": n: until the simulator has accepted n deliveries)
+      ("deliveries": n: until the simulator has accepted n deliveries;
+       "suppressed_addresses": n: until the suppression table holds n addresses over all users)
   {"tombstones": {"idempotency": n}}   wait until that many keys were deleted from a table
   {"expect": "outcomes" | "dlq", "value": {...}}   an expected output record
   {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
@@ -198,6 +199,9 @@ class Replayer:
                     have = await self.worker_template_versions()
                 elif table == "deliveries":  # not a table: what the simulator accepted
                     have = len(self.sim.state.deliveries)
+                elif table == "suppressed_addresses":  # one key per user, one entry per address
+                    state = await changelog_state(self.bootstrap, f"{self.settings.app_id}-suppressed-changelog")
+                    have = sum(len(orjson.loads(value)) for value in state.values() if value is not None)
                 else:
                     state = await changelog_state(self.bootstrap, topic)
                     have = sum((value is not None) == live for value in state.values())

@@ -35,7 +35,7 @@ async def test_dead_tokens_are_suppressed_until_added_anew(broker, redis_server,
         {"fault": {"channel": "fcm", "kind": "permanent", "address": DEAD_FCM, "times": 1}},  # 404 UNREGISTERED
         {"barrier": {"users": 1, "templates": 1}},
         request(1),
-        {"barrier": {"suppressed": 1}},  # the deliver stage heard both answers
+        {"barrier": {"suppressed_addresses": 2}},  # the deliver stage heard both answers
         request(2),  # neither dead token is tried
         user([LIVE_APNS], []),  # the app was uninstalled on those devices...
         user([LIVE_APNS, DEAD_APNS], [DEAD_FCM]),  # ...and installed again: the tokens are added anew

@@ -12,6 +12,7 @@ source offsets, so a change is durable before the event that made it is committe
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ class ChangelogWriter:
         self.store = PartitionedStore(table)
         self.pending: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         self.persisted: dict[TP, int] = {}
+        # Stages flush concurrently and producer.send can wait for buffer room: without one flush
+        # at a time, a later value of a key could reach the changelog before an earlier one.
+        self.flushing = asyncio.Lock()
 
     @property
     def topic(self) -> str:
@@ -54,6 +58,10 @@ class ChangelogWriter:
         """Send the queued changelog records; persisted offsets follow their acks."""
         if not self.pending:
             return
+        async with self.flushing:
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
         pending, self.pending = self.pending, defaultdict(list)
         send = self.topo.send_record
         topic = self.topic
