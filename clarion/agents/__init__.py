@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def register_all(topo: Topology) -> None:
-    from clarion.agents import dedupe, deliver, feedback, retry, users
+    from clarion.agents import dedupe, deliver, fanout, feedback, retry, schedule, users
 
-    for stage in (users, dedupe, deliver, retry, feedback):
+    for stage in (users, dedupe, deliver, retry, feedback, schedule, fanout):
         stage.register(topo)

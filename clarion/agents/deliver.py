@@ -1,12 +1,19 @@
 """Deliver: render each task's template and hand it to the channel's provider.
 
-One agent per lane and channel. The tasks of every record taken at once are rendered
+One agent per lane and channel (lanes: topology/catalog.py), so promo never waits behind
+critical or takes its actors. The tasks of every record taken at once are rendered
 and handed to dispatch as one batch of orders (providers/dispatch.py: claimed in the
 delivery ledger, sent, settled; in the sender process when there is Redis). Each answer
 becomes an outcome here: sent, failed, a retry on the delay topic, or a dead letter; a
 replay answered from the ledger repeats its outcome. Provider calls are I/O-bound, so
-each agent runs `deliver_concurrency` actors, each on its own records; they only read
+each agent runs its lane's `concurrency` actors, each on its own records; they only read
 tables (FAUST-NOTES), and the delivery ledger, not a table, guards against sending twice.
+
+A campaign's execution (lane promo) also obeys its campaign's state on promo.controls:
+a cancelled campaign's executions end `cancelled` without a call, a paused one's wait in
+the retry schedule without spending attempts, and an execution deferred past quiet hours
+waits until its `not_before`. Its final state counts once in the campaign's counters (the
+ledger's), and it has no status entry (promo partitions are not the users').
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ from clarion.providers.base import Delivered, PermanentFailure, SendResult, Tran
 from clarion.providers.dispatch import Order, Reply, order_for
 from clarion.providers.sender import SenderGone
 from clarion.schemas.codec import encode
-from clarion.schemas.records import CHANNELS, DeliveryTask
-from clarion.tables.ledger import FAILED, SENT
+from clarion.schemas.records import CHANNELS, DeliveryTask, Feedback
+from clarion.tables.ledger import CANCELLED, FAILED, SENT
+from clarion.tables.status import partition_of
 from clarion.tables.suppression import suppresses
 from clarion.tables.templates import Rendered, RenderError, RenderLimit, render, resolve
-from clarion.topology.catalog import LANES, lane_topic, retry_topic
+from clarion.topology.catalog import Lane, lane_topic, lanes, retry_topic
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -38,13 +46,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("clarion.deliver")
 
 
-def register(topo: Topology) -> None:
-    for lane in LANES:
-        for channel in CHANNELS:
-            _register_lane(topo, lane_topic(lane, channel))
+def register(topo: Topology, only: Sequence[str] | None = None) -> None:
+    for lane in lanes(topo.settings):
+        if only is None or lane.name in only:
+            for channel in CHANNELS:
+                _register_lane(topo, lane, channel)
 
 
-def _register_lane(topo: Topology, source: str) -> None:
+def _register_lane(topo: Topology, lane: Lane, channel: str) -> None:
+    source = lane_topic(lane.name, channel)
+
     async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
         await deliver_batch(topo, parts, out)
 
@@ -52,9 +63,8 @@ def _register_lane(topo: Topology, source: str) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)
 
     run.__name__ = source.replace(".", "_")
-    topo.app.agent(
-        topo.topics[source], name=f"clarion.deliver.{source}", concurrency=topo.settings.deliver_concurrency
-    )(run)
+    run.__doc__ = f"Deliver {lane.name} {channel} tasks: render, dispatch (claim, send, settle), emit outcomes."
+    topo.app.agent(topo.topics[source], name=f"clarion.deliver.{source}", concurrency=lane.concurrency)(run)
 
 
 @dataclass
@@ -72,13 +82,23 @@ async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out
     await topo.templates.ready.wait()
     now = topo.clock()
     ready: list[Attempt] = []
+    settled: list[DeliveryTask] = []  # campaign executions ended here, without a call
+    endings: list[tuple[str, str, str]] = []
     for part in parts:
         for task in part.items:
+            if task.campaign and not _campaign_allows(topo, out, part.partition, task, now, endings):
+                settled += [task] * (len(endings) - len(settled))
+                continue
             content = _prepare(topo, task, now)
             if isinstance(content, str):
                 topo.outcome(out, part.partition, "failed", task, reason=content, **_where(task))
+                if task.campaign:
+                    endings.append((task.delivery_id, FAILED, content))
+                    settled.append(task)
             else:
                 ready.append(Attempt(part.partition, task, content))
+    if endings:  # counted in their campaigns, once
+        await topo.ledger.record_many(endings, [task.campaign for task in settled])
     if not ready:
         return
     last = topo.settings.max_attempts
@@ -103,7 +123,34 @@ async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out
 
 def _order(task: DeliveryTask, content: Any, last_attempt: bool) -> Order:
     return order_for(task.lane, task.channel, task.delivery_id, task.notification_id, task.address, content,
-                     last_attempt, task.trace_id, task.expires_at)  # fmt: skip
+                     last_attempt, task.trace_id, task.expires_at, task.campaign)  # fmt: skip
+
+
+def _campaign_allows(
+    topo: Topology, out: Outbox, partition: int, task: DeliveryTask, now: float, endings: list[tuple[str, str, str]]
+) -> bool:
+    """Whether a campaign's execution may go now; if not, it ends (cancelled: added to `endings`) or waits."""
+    state = topo.controls.get(task.campaign)
+    if state == "cancelled":
+        topo.outcome(out, partition, "cancelled", task, reason="campaign cancelled", **_where(task))
+        endings.append((task.delivery_id, CANCELLED, "campaign cancelled"))
+        return False
+    if state == "paused":
+        _put_off(topo, out, task, now, topo.settings.retry_delays()[0])
+        return False
+    if task.not_before > now + 0.5:  # deferred (quiet hours, send window) and back early: wait on
+        _put_off(topo, out, task, now, task.not_before - now, keep_due=True)
+        return False
+    return True
+
+
+def _put_off(
+    topo: Topology, out: Outbox, task: DeliveryTask, now: float, wait_s: float, keep_due: bool = False
+) -> None:
+    """Back to the lane's retry schedule for about `wait_s`, spending no attempt and emitting no outcome."""
+    delay = topo.settings.retry_bucket(wait_s)
+    later = task if keep_due else msgspec.structs.replace(task, not_before=now + delay)
+    out.add(retry_topic(task.lane, delay), task.user_key, encode(later))
 
 
 def _where(task: DeliveryTask) -> dict[str, Any]:
@@ -132,6 +179,8 @@ def _replay_final(topo: Topology, out: Outbox, attempt: Attempt, state: str, det
         topo.outcome(out, attempt.partition, "sent", task, provider_message_id=detail, **where)
     elif state == FAILED:
         topo.outcome(out, attempt.partition, "failed", task, reason=detail, **where)
+    elif state == CANCELLED:
+        topo.outcome(out, attempt.partition, "cancelled", task, reason=detail, **where)
     else:  # DEAD: already in the DLQ once
         topo.outcome(out, attempt.partition, "dead_lettered", task, reason=detail, **where)
 
@@ -150,6 +199,12 @@ def _look_again(topo: Topology, out: Outbox, attempt: Attempt, now: float, wait_
     topo.outcome(out, attempt.partition, "retrying", task, reason=reason, **_where(task))
 
 
+def _rejected(task: DeliveryTask, reason: str) -> Feedback:
+    return Feedback(notification_id=task.notification_id, delivery_id=task.delivery_id, channel=task.channel,
+                    status="rejected", reason=reason, address=task.address, client_id=task.client_id,
+                    user_id=task.user_id)  # fmt: skip
+
+
 def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
     task, result, partition = attempt.task, attempt.result, attempt.partition
     where = _where(task)
@@ -158,7 +213,11 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
     elif isinstance(result, PermanentFailure):
         topo.outcome(out, partition, "failed", task, reason=result.reason, **where)
         if suppresses(task.channel, result.reason):  # a dead token, an opted-out number: never again
-            topo.suppressions.add(partition, task.user_key, task.channel, task.address, result.reason)
+            if task.campaign:  # promo partitions are not the users': suppress where the user lives
+                home = partition_of(task.notification_id)
+                out.add("feedback", task.notification_id, encode(_rejected(task, result.reason)), home)
+            else:
+                topo.suppressions.add(partition, task.user_key, task.channel, task.address, result.reason)
     elif isinstance(result, TransientFailure) and task.attempt < topo.settings.max_attempts:
         settings = topo.settings
         wait = max(settings.retry_delay(task.attempt), min(result.retry_after or 0.0, settings.retry_max_delay_s))

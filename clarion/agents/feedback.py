@@ -23,7 +23,7 @@ from clarion.schemas.codec import decode
 from clarion.schemas.records import Feedback, UserProfile, scoped
 from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.status import StatusDoc
-from clarion.tables.suppression import feedback_suppresses
+from clarion.tables.suppression import feedback_suppresses, suppresses
 from clarion.tables.users import addresses_for
 from clarion.topology.outbox import Outbox
 
@@ -59,6 +59,11 @@ def register(topo: Topology) -> None:
 
 def fold_feedback(topo: Topology, users: ChangelogWriter, partition: int, item: Feedback, out: Outbox) -> None:
     """One feedback item: an outcome folded into its status, and a suppression when the address is gone."""
+    if item.status == "rejected":  # from a promo lane: the outcome went out there, the suppression is ours
+        if item.client_id and item.user_id and suppresses(item.channel, item.reason or ""):
+            user_key = scoped(item.client_id, item.user_id)
+            topo.suppressions.add(partition, user_key, item.channel, item.address, item.reason or "rejected")
+        return
     doc = topo.statuses.get(partition, item.notification_id)
     if doc is None or not item.delivery_id.startswith(f"{item.notification_id}.{item.channel}."):
         topo.counters[("feedback", item.channel, "unknown")] += 1

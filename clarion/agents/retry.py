@@ -6,6 +6,8 @@ needed (its attempt's backoff, or the provider's Retry-After, capped). So every 
 FIFO by due time: waiting for the head never delays a message that is due earlier, and a
 long Retry-After holds only its own delay topic, where everything waits that long.
 Records taken together hold tasks queued within milliseconds; it waits for the last.
+A task due later than its tier's delay (a campaign's execution deferred by hours for quiet
+hours) waits one tier's delay at a time, so it never holds the tier longer than that.
 """
 
 from __future__ import annotations
@@ -19,29 +21,38 @@ import faust
 from clarion.agents.guard import Part, guarded
 from clarion.schemas.codec import encode
 from clarion.schemas.records import DeliveryTask
-from clarion.topology.catalog import LANES, lane_topic, retry_topic
+from clarion.topology.catalog import lane_topic, lanes, retry_topic
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
 
-def register(topo: Topology) -> None:
-    for lane in LANES:
-        for delay in topo.settings.retry_delays():
-            _register_tier(topo, retry_topic(lane, delay))
+def register(topo: Topology, only: Sequence[str] | None = None) -> None:
+    for lane in lanes(topo.settings):
+        if only is None or lane.name in only:
+            for delay in topo.settings.retry_delays():
+                _register_tier(topo, retry_topic(lane.name, delay), delay)
 
 
-def _register_tier(topo: Topology, source: str) -> None:
+def _register_tier(topo: Topology, source: str, delay_s: float) -> None:
+    settings = topo.settings
+
     async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
         tasks = [task for part in parts for task in part.items]
-        wait = max(task.not_before for task in tasks) - topo.clock()
+        wait = min(max(task.not_before for task in tasks) - topo.clock(), delay_s)
         if wait > 0:
             await asyncio.sleep(wait)
+        now = topo.clock()
         for task in tasks:
-            out.add(lane_topic(task.lane, task.channel), task.user_key, encode(task))
+            if task.not_before - now > 0.5:  # due beyond this tier's delay: another round
+                out.add(retry_topic(task.lane, settings.retry_bucket(task.not_before - now)), task.user_key,
+                        encode(task))  # fmt: skip
+            else:
+                out.add(lane_topic(task.lane, task.channel), task.user_key, encode(task))
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)
 
+    run.__doc__ = f"Hold tasks {delay_s:g}s (or until due), then send them back to their lane."
     topo.app.agent(topo.topics[source], name=f"clarion.{source}")(run)

@@ -67,7 +67,8 @@ class Order(msgspec.Struct, array_like=True):
     html: str | None = None
     title: str | None = None
     body: str | None = None
-    expires_at: float | None = None  # last, with a default: frames without it still decode
+    expires_at: float | None = None  # new fields go last, with a default: older frames still decode
+    campaign: str = ""  # client/campaign_id: its counters count this delivery once it is final
 
     def message(self) -> OutboundMessage:
         content = Rendered(subject=self.subject, text=self.text, html=self.html, title=self.title, body=self.body)
@@ -100,10 +101,11 @@ class Reply(msgspec.Struct, array_like=True):
 
 def order_for(
     lane: str, channel: str, delivery_id: str, notification_id: str, address: str, content: Rendered,
-    last_attempt: bool, trace_id: str = "", expires_at: float | None = None,
+    last_attempt: bool, trace_id: str = "", expires_at: float | None = None, campaign: str = "",
 ) -> Order:  # fmt: skip
     return Order(lane, channel, delivery_id, notification_id, address, last_attempt, trace_id,
-                 content.subject, content.text, content.html, content.title, content.body, expires_at)  # fmt: skip
+                 content.subject, content.text, content.html, content.title, content.body, expires_at,
+                 campaign)  # fmt: skip
 
 
 def reply_for(result: SendResult) -> Reply:
@@ -222,6 +224,7 @@ class Dispatcher:
     async def _settle(self, sent: list[tuple[Order, SendResult]]) -> None:
         """Final results stay in the ledger (a replay repeats the outcome); a retry releases its claim."""
         final: list[tuple[str, str, str]] = []
+        campaigns: list[str] = []
         retrying: list[str] = []
         for order, result in sent:
             if isinstance(result, Delivered):
@@ -232,8 +235,10 @@ class Dispatcher:
                 final.append((order.delivery_id, DEAD, f"retries_exhausted: {result.reason}"))
             else:
                 retrying.append(order.delivery_id)
+                continue
+            campaigns.append(order.campaign)
         try:
-            await self.ledger.record_many(final)
+            await self.ledger.record_many(final, campaigns)
             await self.ledger.release_many(retrying)
         except Exception:  # the sends happened: report them; the claims expire on their own
             log.exception("delivery ledger update failed for %d deliveries", len(sent))

@@ -69,6 +69,7 @@ class DeliveryTask(_Record):
     expires_at: float | None = None
     trace_id: str = ""
     accepted_at: float = 0.0
+    campaign: str = ""  # client/campaign_id for a campaign's execution (lane promo)
 
     @property
     def user_key(self) -> str:
@@ -95,7 +96,9 @@ class Outcome(_Record):
     ts: float = 0.0
 
 
-FeedbackStatus = Literal["delivered", "undelivered", "bounced", "complained"]
+# rejected: a campaign's execution refused for good at send time (a dead token), sent here by the promo
+# lane because suppression lives on the user's partition
+FeedbackStatus = Literal["delivered", "undelivered", "bounced", "complained", "rejected"]
 
 
 class Feedback(_Record):
@@ -113,6 +116,8 @@ class Feedback(_Record):
     provider_message_id: str | None = None
     address: str = ""  # the recipient the provider names (what suppression records)
     ts: float = 0.0
+    client_id: str = ""  # rejected: whose address it is (a campaign's execution has no status entry)
+    user_id: str = ""
 
 
 class DeadLetter(_Record):
@@ -129,8 +134,24 @@ class DeadLetter(_Record):
     ts: float = 0.0
 
 
+class QuietHours(_Record):
+    """A daily window, in the user's local time, when promotional messages wait (not critical ones).
+
+    "HH:MM" 24-hour times; `start` is inside the window and `end` is not. A window whose end
+    comes before its start wraps midnight: 22:00-08:00 is quiet from 22:00 to 08:00 next morning.
+    """
+
+    start: str
+    end: str
+
+
 class UserProfile(_Record):
-    """A user's addresses and preferences (topic: users, compacted, key client/user_id)."""
+    """A user's addresses and preferences (topic: users, compacted, key client/user_id).
+
+    `tags` and `attributes` are what audiences select on (clarion/audiences.py). The promo
+    policy fields apply to promotional messages only: `promo_opt_out` (none at all),
+    `channel_opt_out` (none on these channels), `quiet_hours` (held until the window ends).
+    """
 
     client_id: str
     user_id: str
@@ -141,6 +162,10 @@ class UserProfile(_Record):
     locale: str = "en"
     timezone: str = "UTC"
     attributes: dict[str, Any] = {}
+    tags: list[str] = []
+    promo_opt_out: bool = False
+    channel_opt_out: list[str] = []
+    quiet_hours: QuietHours | None = None
 
     @property
     def key(self) -> str:
@@ -163,6 +188,9 @@ class TemplateVersion(_Record):
     push_title: str | None = None
     push_body: str | None = None
     sms_body: str | None = None
+    # A campaign with this template reaches users who opted out of promotions or of a channel
+    # (terms of service changes, security notices); suppression, quiet hours and caps still apply.
+    critical_override: bool = False
 
     @property
     def ref(self) -> str:

@@ -11,7 +11,7 @@ from zoneinfo import available_timezones
 
 import msgspec
 
-from clarion.schemas.records import CHANNELS, TemplateVersion, UserProfile
+from clarion.schemas.records import CHANNELS, QuietHours, TemplateVersion, UserProfile
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -22,6 +22,9 @@ LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 TEMPLATE_PARTS = ("email_subject", "email_text", "email_html", "push_title", "push_body", "sms_body")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name a template can write as {{ name }}
 ID_ERROR = "must be 1-128 characters of letters, digits or ._:@-"
+TAG_RE = re.compile(r"^[A-Za-z0-9._:@/+\-]{1,64}$")
+MAX_TAGS = 100
+HHMM_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 # Limits on the free-form JSON of params and attributes: they travel in every record of a
 # notification and reach Jinja2, so their shape is bounded before anything else reads them.
@@ -197,6 +200,12 @@ def validate_user(body: Any, client_id: str) -> UserProfile:
     if not is_timezone(tz):
         c.fail("timezone", "must be an IANA zone such as Europe/Paris")
     attributes = c.free_json("attributes")
+    tags = _tags(c, c.body.get("tags", []))
+    promo_opt_out = c.body.get("promo_opt_out", False)
+    if not isinstance(promo_opt_out, bool):
+        c.fail("promo_opt_out", "must be true or false")
+    channel_opt_out = _channel_opt_out(c, c.body.get("channel_opt_out", []))
+    quiet_hours = _quiet_hours(c, c.body.get("quiet_hours"))
     c.done()
     return UserProfile(
         client_id=client_id,
@@ -206,8 +215,60 @@ def validate_user(body: Any, client_id: str) -> UserProfile:
         locale=locale,
         timezone=tz,
         attributes=attributes,
+        tags=tags,
+        promo_opt_out=promo_opt_out,
+        channel_opt_out=channel_opt_out,
+        quiet_hours=quiet_hours,
         **tokens,
     )
+
+
+def _channel_opt_out(c: _Checker, value: Any) -> list[str]:
+    """Channels the user wants no promotional messages on: known channels, duplicates dropped."""
+    expected = ", ".join(CHANNELS)
+    if not isinstance(value, list):
+        c.fail("channel_opt_out", f"must be a list of channels ({expected})")
+        return []
+    if bad := [ch for ch in value if ch not in CHANNELS]:
+        c.fail("channel_opt_out", f"unknown channel(s) {[_shown(ch) for ch in bad[:5]]}; expected {expected}")
+        return []
+    return list(dict.fromkeys(value))
+
+
+def _tags(c: _Checker, value: Any) -> list[str]:
+    """At most MAX_TAGS tags of 1-64 letters, digits or ._:@/+-; duplicates dropped, order kept."""
+    if not isinstance(value, list):
+        c.fail("tags", "must be a list of strings")
+        return []
+    if len(value) > MAX_TAGS:
+        c.fail("tags", f"has {len(value)} tags; at most {MAX_TAGS}")
+        return []
+    if bad := [t for t in value if not isinstance(t, str) or not TAG_RE.fullmatch(t)]:  # "" is a bad tag too
+        c.fail("tags", f"tag {_shown(bad[0])!r} must be 1-64 characters of letters, digits or ._:@/+-")
+        return []
+    return list(dict.fromkeys(value))
+
+
+def _quiet_hours(c: _Checker, value: Any) -> QuietHours | None:
+    """null, or {"start": "HH:MM", "end": "HH:MM"} in 24-hour local time, start and end different."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.fail("quiet_hours", 'must be an object such as {"start": "22:00", "end": "08:00"}, or null')
+        return None
+    before = len(c.errors)
+    start, end = value.get("start"), value.get("end")
+    for name, time_of_day in (("start", start), ("end", end)):
+        if not isinstance(time_of_day, str) or not HHMM_RE.fullmatch(time_of_day):
+            c.fail(f"quiet_hours.{name}", "must be a 24-hour time HH:MM such as 22:00")
+    if unknown := sorted(k for k in value if k not in ("start", "end"))[:5]:
+        c.fail("quiet_hours", f"unknown field(s) {[_shown(k) for k in unknown]}; expected start and end")
+    if len(c.errors) > before:
+        return None
+    if start == end:
+        c.fail("quiet_hours.end", "must differ from start (an empty window)")
+        return None
+    return QuietHours(start=start, end=end)
 
 
 def validate_template(body: Any, client_id: str) -> TemplateVersion:
@@ -230,5 +291,9 @@ def validate_template(body: Any, client_id: str) -> TemplateVersion:
         c.fail("email_text", "email needs email_text or email_html besides email_subject")
     if (parts["email_text"] or parts["email_html"]) and not parts["email_subject"]:
         c.fail("email_subject", "is required when an email body is given")
+    override = c.body.get("critical_override", False)
+    if not isinstance(override, bool):
+        c.fail("critical_override", "must be true or false")
     c.done()
-    return TemplateVersion(client_id=client_id, template_id=template_id, version=version, **parts)
+    return TemplateVersion(client_id=client_id, template_id=template_id, version=version,
+                           critical_override=override is True, **parts)  # fmt: skip

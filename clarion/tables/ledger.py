@@ -24,7 +24,8 @@ CLAIMED, IN_FLIGHT, SENT = "claimed", "in_flight", "sent"
 # Final states besides SENT: a replay of a delivery in one of them is answered from the
 # ledger (same outcome, no provider call, no second dead letter).
 FAILED, DEAD = "failed", "dead"
-FINAL = (SENT, FAILED, DEAD)
+CANCELLED = "cancelled"  # a campaign execution whose campaign was cancelled before it was sent
+FINAL = (SENT, FAILED, DEAD, CANCELLED)
 
 
 Claim = tuple[str, str | None]  # (CLAIMED, None), (IN_FLIGHT, None), or (a final state, its detail)
@@ -32,8 +33,17 @@ Claim = tuple[str, str | None]  # (CLAIMED, None), (IN_FLIGHT, None), or (a fina
 
 class DeliveryLedger(Protocol):
     async def claim_many(self, delivery_ids: Sequence[str]) -> list[Claim]: ...
-    async def record_many(self, final: Sequence[tuple[str, str, str]]) -> None:
-        """(delivery_id, final state, detail): kept for the sent TTL."""
+    async def record_many(self, final: Sequence[tuple[str, str, str]], campaigns: Sequence[str] = ()) -> None:
+        """(delivery_id, final state, detail): kept for the sent TTL.
+
+        `campaigns`, when given, names each delivery's campaign ("" for none): the campaign's
+        counter for the state is incremented when the delivery becomes final, once, however
+        often it is recorded (a replay after a crash), so campaign counts are exact.
+        """
+        ...
+
+    async def campaign_counts(self, campaign_key: str) -> dict[str, int]:
+        """Final states of a campaign's deliveries: state -> how many."""
         ...
 
     async def release_many(self, delivery_ids: Sequence[str]) -> None: ...
@@ -78,6 +88,26 @@ return #KEYS
 """
 
 
+# As MARK_SCRIPT, ARGV[1] the TTL and then (value, counter hash or '') per key: a delivery that
+# was not final yet counts once in its campaign's hash, under the state (the value's prefix).
+MARK_COUNT_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  local value, counter = ARGV[2 * i], ARGV[2 * i + 1]
+  local prev = redis.call('GET', key)
+  redis.call('SET', key, value, 'EX', ARGV[1])
+  if counter ~= '' then
+    local state = prev and string.match(prev, '^[^:]*')
+    local final = state == 'sent' or state == 'failed' or state == 'dead' or state == 'cancelled'
+    if not final then
+      redis.call('HINCRBY', counter, string.match(value, '^[^:]*'), 1)
+      redis.call('EXPIRE', counter, ARGV[1])
+    end
+  end
+end
+return #KEYS
+"""
+
+
 # For each key: DEL when it holds a dead delivery; the count deleted.
 RELEASE_DEAD_SCRIPT = """
 local n = 0
@@ -101,6 +131,7 @@ class RedisLedger(_OneAtATime):
         # One command per batch: a pipeline of N SETs costs redis-py ~15-25 µs per command.
         self._claim = self.redis.register_script(CLAIM_SCRIPT)
         self._mark = self.redis.register_script(MARK_SCRIPT)
+        self._mark_count = self.redis.register_script(MARK_COUNT_SCRIPT)
         self._release_dead = self.redis.register_script(RELEASE_DEAD_SCRIPT)
 
     def _key(self, delivery_id: str) -> str:
@@ -113,11 +144,25 @@ class RedisLedger(_OneAtATime):
         held = await self._claim(keys=keys, args=[IN_FLIGHT, self.claim_ttl])
         return [(CLAIMED, None) if value == 0 else _held(value) for value in held]
 
-    async def record_many(self, final: Sequence[tuple[str, str, str]]) -> None:
+    def _campaign_key(self, campaign_key: str) -> str:
+        return f"{self.prefix}:campaign:{campaign_key}"
+
+    async def record_many(self, final: Sequence[tuple[str, str, str]], campaigns: Sequence[str] = ()) -> None:
         if not final:
             return
         keys = [self._key(delivery_id) for delivery_id, _, _ in final]
-        await self._mark(keys=keys, args=[self.sent_ttl, *(f"{state}:{detail}" for _, state, detail in final)])
+        values = [f"{state}:{detail}" for _, state, detail in final]
+        if not any(campaigns):
+            await self._mark(keys=keys, args=[self.sent_ttl, *values])
+            return
+        args: list[str | int] = [self.sent_ttl]
+        for value, campaign in zip(values, campaigns, strict=True):
+            args += [value, self._campaign_key(campaign) if campaign else ""]
+        await self._mark_count(keys=keys, args=args)
+
+    async def campaign_counts(self, campaign_key: str) -> dict[str, int]:
+        counts = await self.redis.hgetall(self._campaign_key(campaign_key))
+        return {k.decode(): int(v) for k, v in counts.items()}
 
     async def release_many(self, delivery_ids: Sequence[str]) -> None:
         if delivery_ids:
@@ -147,6 +192,7 @@ class LocalLedger(_OneAtATime):
         self.sent_ttl = sent_ttl_s
         self.max_entries = max_entries
         self.entries: OrderedDict[str, tuple[str, str | None, float]] = OrderedDict()
+        self.campaigns: dict[str, dict[str, int]] = {}
 
     async def claim_many(self, delivery_ids: Sequence[str]) -> list[Claim]:
         return [self._claim(d) for d in delivery_ids]
@@ -158,9 +204,17 @@ class LocalLedger(_OneAtATime):
         self._put(delivery_id, IN_FLIGHT, None, 120.0)
         return CLAIMED, None
 
-    async def record_many(self, final: Sequence[tuple[str, str, str]]) -> None:
-        for delivery_id, state, detail in final:
+    async def record_many(self, final: Sequence[tuple[str, str, str]], campaigns: Sequence[str] = ()) -> None:
+        for i, (delivery_id, state, detail) in enumerate(final):
+            if campaigns and campaigns[i]:
+                held = self.entries.get(delivery_id)
+                if held is None or held[0] not in FINAL:
+                    counts = self.campaigns.setdefault(campaigns[i], {})
+                    counts[state] = counts.get(state, 0) + 1
             self._put(delivery_id, state, detail, self.sent_ttl)
+
+    async def campaign_counts(self, campaign_key: str) -> dict[str, int]:
+        return dict(self.campaigns.get(campaign_key, {}))
 
     async def release_many(self, delivery_ids: Sequence[str]) -> None:
         for delivery_id in delivery_ids:

@@ -39,3 +39,25 @@ class PartitionedStore:
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         self.table.data.set_persisted_offset(tp, offset)
+
+    def scan(self, partition: int, prefix: bytes, after: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, value) pairs whose key starts with `prefix` and sorts after `after`, in key order."""
+        db = self._db(partition)
+        found: list[tuple[bytes, bytes]] = []
+        if db is not None:
+            for key, value in db.items(from_key=max(prefix, after)):
+                if not key.startswith(prefix) or len(found) >= limit:
+                    break
+                if key > after:
+                    found.append((key, value))
+            return found
+        data = self.table.data  # the in-memory store: every partition in one dict
+        keys = sorted(k for k in data.keys() if k.startswith(prefix) and k > after)[:limit]
+        return [(k, data[k]) for k in keys]
+
+    def keys(self, partition: int) -> list[bytes]:
+        """Every key of one partition (for small tables: campaigns, cursors)."""
+        db = self._db(partition)
+        if db is not None:
+            return list(db.keys())
+        return list(self.table.data.keys())

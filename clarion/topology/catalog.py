@@ -7,8 +7,18 @@ Keys are chosen so that everything one agent reads is local to it:
 - the status table is keyed by notification_id but lives on the user's partition too: the
   stage that produces an outcome folds it into the status right away;
 - outcomes, the output stream for whoever watches results, are keyed by notification_id;
-- templates and api_keys are single partitions: small, totally ordered, and read whole by
-  every worker and API process.
+- templates, api_keys and promo.controls are single partitions: small, totally ordered, and
+  read whole by every worker and API process;
+- promotional campaigns (the jobs) live on promo.jobs, keyed by client/campaign_id, with the
+  campaigns table co-partitioned: the worker that owns a job's partition drives it (its lease);
+- promo.expand carries one expansion command per users partition: co-partitioned with the
+  users table, so each worker expands the users it holds, and the cursors table beside it
+  keeps where each partition's expansion is;
+- each lane (critical, promo) has its own delivery topics per channel and retry tiers,
+  keyed by user, with the lane's partition count: promo's 8 partitions cannot read the
+  24-partition user tables, so every per-user decision for promo is made during expansion.
+
+`CO_PARTITIONED` lists what must share a partition count, checked when the catalog is built.
 
 Batched topics carry a JSON array of values per record (or one object), all keyed to
 the record's partition (see clarion/schemas/codec.py); the rest carry one object.
@@ -20,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
+from clarion.schemas.promo import CampaignControl, CampaignEvent, ExpandCommand
 from clarion.schemas.records import (
     CHANNELS,
     ApiKey,
@@ -46,16 +57,32 @@ class TopicSpec:
     batched: bool = False
 
 
+@dataclass(frozen=True)
+class Lane:
+    """A delivery lane: its own topics per channel, retry tiers and agents, so one lane never waits on another."""
+
+    name: str
+    partitions: int
+    concurrency: int  # actors per deliver agent
+    folds_status: bool  # its partitions are the users' (critical): outcomes fold into the status table
+    purpose: str
+
+
+def lanes(s: Settings) -> list[Lane]:
+    return [
+        Lane("critical", s.critical_partitions, s.deliver_concurrency, True,
+             "one-off notifications (POST /notif), routed where the user lives"),
+        Lane("promo", s.promo_partitions, s.promo_concurrency, False,
+             "campaign executions (POST /promo), expanded where the users live"),
+    ]  # fmt: skip
+
+
+LANES = ("critical", "promo")  # the lanes' names, in priority order
+
+
 def lane_topic(lane: str, channel: str) -> str:
-    """Logical name of a delivery lane, e.g. critical.email."""
+    """Logical name of a delivery lane's topic for one channel, e.g. critical.email."""
     return f"{lane}.{channel}"
-
-
-USER_KEY = "client/user_id"  # the key of every topic co-partitioned with the users table
-# Feedback knows only the ids clarion gave the provider: it goes to the partition the
-# notification id names (n<partition>_…), where the notification's status and user live.
-FEEDBACK_KEY = "notification_id (on the partition it names)"
-LANES = ("critical",)  # each lane has its own delivery topics and retry tiers
 
 
 def retry_topic(lane: str, delay_s: float) -> str:
@@ -63,9 +90,39 @@ def retry_topic(lane: str, delay_s: float) -> str:
     return f"{lane}.retry.{delay_s:g}s"
 
 
+USER_KEY = "client/user_id"  # the key of every topic co-partitioned with the users table
+CAMPAIGN_KEY = "client/campaign_id"
+# Feedback knows only the ids clarion gave the provider: it goes to the partition the
+# notification id names (n<partition>_…), where the notification's status and user live.
+FEEDBACK_KEY = "notification_id (on the partition it names)"
+
+# Topics and tables read together by one agent: each group must have one partition count.
+CO_PARTITIONED = (
+    ("users", "critical.requests", "feedback", "promo.expand", "table:users", "table:idempotency",
+     "table:status", "table:suppressed", "table:cursors", "table:frequency",
+     *(lane_topic("critical", ch) for ch in CHANNELS)),
+    ("promo.jobs", "table:campaigns"),
+)  # fmt: skip
+TABLE_PARTITIONS = {  # table -> the topic whose partition count its changelog has
+    "users": "users", "idempotency": "users", "status": "users", "suppressed": "users",
+    "cursors": "users", "frequency": "users", "campaigns": "promo.jobs",
+}  # fmt: skip
+
+
+def check_co_partitioned(specs: dict[str, TopicSpec]) -> None:
+    """Raise if a co-partitioned group has topics of different partition counts."""
+    for group in CO_PARTITIONED:
+        counts = {
+            name: specs[TABLE_PARTITIONS[name[6:]] if name.startswith("table:") else name].partitions
+            for name in group
+        }
+        if len(set(counts.values())) > 1:
+            raise ValueError(f"topics read together must have one partition count: {counts}")
+
+
 def catalog(s: Settings) -> dict[str, TopicSpec]:
     """Every topic with its partitions, key, value schema, cleanup policy and purpose."""
-    crit = s.critical_partitions
+    crit, promo = s.critical_partitions, s.promo_partitions
     specs = [
         TopicSpec(
             "users", "", crit, USER_KEY, UserProfile, True,
@@ -86,21 +143,36 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         ),
         *(
             TopicSpec(
-                lane_topic("critical", ch), "", crit, USER_KEY, DeliveryTask, False,
-                f"Critical {ch} deliveries waiting for the {ch} provider.",
+                lane_topic(lane.name, ch), "", lane.partitions, USER_KEY, DeliveryTask, False,
+                f"{lane.name.capitalize()} {ch} deliveries waiting for the {ch} provider: {lane.purpose}.",
                 batched=True,
             )
+            for lane in lanes(s)
             for ch in CHANNELS
         ),
         *(
             TopicSpec(
-                retry_topic(lane, delay), "", crit, USER_KEY, DeliveryTask, False,
-                f"{lane.capitalize()} deliveries that failed transiently (or found their delivery in flight), "
-                f"held {delay:g}s before going back to their lane.",
+                retry_topic(lane.name, delay), "", lane.partitions, USER_KEY, DeliveryTask, False,
+                f"{lane.name.capitalize()} deliveries that failed transiently, found their delivery in flight "
+                f"or must wait (quiet hours, a paused campaign), held {delay:g}s before going back to their lane.",
                 batched=True,
             )
-            for lane in LANES
+            for lane in lanes(s)
             for delay in s.retry_delays()
+        ),
+        TopicSpec(
+            "promo.jobs", "", promo, CAMPAIGN_KEY, CampaignEvent, False,
+            "Campaign commands (create, pause, resume, cancel) and expansion progress; folded into the "
+            "campaigns table by the worker that owns the partition (the job's lease).",
+        ),
+        TopicSpec(
+            "promo.expand", "", crit, "partition (one command per users partition)", ExpandCommand, False,
+            "A started campaign, once per users partition: each worker expands the users it holds.",
+        ),
+        TopicSpec(
+            "promo.controls", "", 1, CAMPAIGN_KEY, CampaignControl, True,
+            "Each campaign's state (sending, paused, cancelled, done); tailed by every worker, so "
+            "expansion and the promo lanes stop or hold a campaign's messages.",
         ),
         TopicSpec(
             "feedback", "", crit, FEEDBACK_KEY, Feedback, False,
@@ -118,4 +190,6 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
             "Messages clarion gave up on: poison input, exhausted retries; with the reason.",
         ),
     ]  # fmt: skip
-    return {spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}") for spec in specs}
+    named = {spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}") for spec in specs}
+    check_co_partitioned(named)
+    return named

@@ -26,15 +26,15 @@ class Outbox:
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
         self.groups: dict[tuple[str, int], tuple[str, list[bytes]]] = {}
-        self.singles: list[tuple[str, str, bytes]] = []
+        self.singles: list[tuple[str, str, bytes, int | None]] = []
 
-    def add(self, name: str, key: str, item: bytes) -> None:
-        """Queue an encoded item for the catalog topic `name`, keyed by `key`."""
+    def add(self, name: str, key: str, item: bytes, partition: int | None = None) -> None:
+        """Queue an encoded item for the catalog topic `name`, keyed by `key` (on `partition`, if given)."""
         spec = self.topo.specs[name]
         if not spec.batched:
-            self.singles.append((name, key, item))
+            self.singles.append((name, key, item, partition))
             return
-        group = (name, partition_for(key, spec.partitions))
+        group = (name, partition_for(key, spec.partitions) if partition is None else partition)
         entry = self.groups.get(group)
         if entry is None:
             self.groups[group] = (key, [item])
@@ -50,8 +50,8 @@ class Outbox:
         for (name, partition), (key, items) in self.groups.items():
             for chunk in split_by_size(items, len):
                 await send(name, key, encode_batch(chunk), partition)
-        for name, key, item in self.singles:
-            await send(name, key, item, None)
+        for name, key, item, partition in self.singles:
+            await send(name, key, item, partition)
         self.groups.clear()
         self.singles.clear()
 

@@ -38,7 +38,12 @@ class Settings:
     max_attempts: int = 4
     stage_batch_records: int = 500  # most records a stage takes from its stream at once
     stage_batch_wait_ms: float = 5.0  # how long a busy stage keeps a batch open (agents/guard.py)
-    deliver_concurrency: int = 8  # actors per deliver agent, each handling what it took
+    deliver_concurrency: int = 8  # actors per critical deliver agent, each handling what it took
+    promo_concurrency: int = 4  # actors per promo deliver agent
+    promo_expand_batch: int = 2000  # users one expansion step reads from a partition
+    promo_max_lag_records: int = 400  # promo lane records not yet consumed above which expansion waits
+    promo_frequency_cap: str = ""  # "N/seconds": at most N campaigns per user per window (e.g. "3/86400"); empty: none
+    promo_tick_s: float = 0.1  # how often the scheduler looks for due campaigns and expansion takes a step
     provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
     provider_rates: str = ""  # fleet-wide sends per second per channel, e.g. "sms=100,email=14/28" (rate/burst)
@@ -129,6 +134,13 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """Bootstrap list for plain aiokafka clients."""
         return self.broker_url.split("://", 1)[1].replace(";", ",")
+
+    def frequency_cap(self) -> tuple[int, float] | None:
+        """(N, window seconds) from promo_frequency_cap, or None when there is no cap."""
+        if not self.promo_frequency_cap:
+            return None
+        count, _, window = self.promo_frequency_cap.partition("/")
+        return int(count), float(window)
 
     def retry_delay(self, attempt: int) -> float:
         """Backoff before attempt `attempt + 1`: base * 2**(attempt-1), capped."""

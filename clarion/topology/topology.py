@@ -23,6 +23,7 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.api_keys import KeysView
 from clarion.tables.changelog import ChangelogWriter
+from clarion.tables.controls import CampaignControls
 from clarion.tables.ledger import DeliveryLedger, ledger_for
 from clarion.tables.status import StatusBoard
 from clarion.tables.suppression import SuppressionBook
@@ -64,6 +65,14 @@ class Topology:
         # Status lives with the user's requests and lanes, so each stage folds its own outcomes.
         self.status = app.Table("status", partitions=settings.critical_partitions, **table)
         self.suppressed = app.Table("suppressed", partitions=settings.critical_partitions, **table)
+        # Campaigns: the jobs on promo.jobs' partitions (their owner drives them); each users
+        # partition's expansion cursor and each user's recent campaigns (frequency cap) beside the users.
+        self.campaigns = app.Table("campaigns", partitions=settings.promo_partitions, **table)
+        self.cursors = app.Table("cursors", partitions=settings.critical_partitions, **table)
+        self.frequency = app.Table("frequency", partitions=settings.critical_partitions, **table)
+        self.controls = CampaignControls(
+            settings.bootstrap_servers, self.specs["promo.controls"].topic, settings.broker_quirks
+        )
         self.templates = TemplatesView(
             settings.bootstrap_servers, self.specs["templates"].topic, settings.broker_quirks
         )
@@ -73,6 +82,7 @@ class Topology:
         self.statuses = StatusBoard(ChangelogWriter(self, self.status))
         self.suppressions = SuppressionBook(ChangelogWriter(self, self.suppressed))
         self.counters: Counter[tuple[str, ...]] = Counter()
+        self.jobs: Any = None  # agents/schedule.py's Jobs, for the campaign pages
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
         self._dispatcher: Dispatcher | SenderProcess | None = None
@@ -109,6 +119,7 @@ class Topology:
     async def close(self) -> None:
         await self.templates.stop()
         await self.keys.stop()
+        await self.controls.stop()
         await self.offsets.close()
         if isinstance(self._dispatcher, SenderProcess):
             await self._dispatcher.close()  # lets it finish the calls in flight
@@ -139,7 +150,8 @@ class Topology:
             ts=self.clock(),
             **fields,
         )
-        self.statuses.fold(partition, record)
+        if not getattr(source, "campaign", ""):  # a campaign's executions have no status entry: its job counts them
+            self.statuses.fold(partition, record)
         self.counters[("outcome", fields.get("channel") or "-", status)] += 1
         if log.isEnabledFor(logging.DEBUG):
             event(log, "outcome", level=logging.DEBUG, notification_id=record.notification_id, status=status, **fields)
@@ -168,11 +180,13 @@ class Topology:
 def wire(app: faust.App, settings: Settings) -> Topology:
     """Build clarion's whole topology onto `app`."""
     from clarion.agents import register_all
+    from clarion.web.campaign_pages import register_campaign_pages
     from clarion.web.status import register_status_pages
 
     topo = Topology(app, settings)
     register_all(topo)
     register_status_pages(topo)
+    register_campaign_pages(topo)
 
     @app.task
     async def prepare() -> None:
@@ -181,6 +195,7 @@ def wire(app: faust.App, settings: Settings) -> Topology:
         await topo.offsets.start()
         await topo.templates.start()
         await topo.keys.start()
+        await topo.controls.start()
 
     @app.on_partitions_assigned.connect
     async def check_users_progress(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:

@@ -350,7 +350,8 @@ async def _produce(request: web.Request, name: str, key: str, value: bytes) -> R
 
 def create_api(settings: Settings) -> web.Application:
     """The API application; its startup connects the producer and reads the templates."""
-    from clarion.web.webhooks import install_webhooks  # it imports this module
+    from clarion.web.promo import install_promo  # these import this module
+    from clarion.web.webhooks import install_webhooks
 
     if not settings.status_url:
         settings = replace(settings, status_url=f"http://{settings.web_host}:{settings.web_port}")
@@ -377,6 +378,7 @@ def create_api(settings: Settings) -> web.Application:
         ]
     )
     install_webhooks(app)
+    install_promo(app)
     for route in app.router.routes():  # a route without a scope would answer anyone
         handler = route.handler
         assert getattr(handler, "public", False) or getattr(handler, "scope", None), f"{route}: no scope"

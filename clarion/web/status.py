@@ -139,6 +139,7 @@ def register_status_pages(topo: Topology) -> None:
             and app.tables.recovery.completed.is_set()
             and topo.templates.ready.is_set()
             and topo.keys.ready.is_set()
+            and topo.controls.ready.is_set()
         )
         return web.json({"ready": ok, "partitions": len(actives)}, status=200 if ok else 503)
 

@@ -1,0 +1,288 @@
+"""Fanout: expand a started campaign into per-user executions, where the users live.
+
+promo.expand is co-partitioned with the users table: a campaign arrives once per users
+partition (agents/schedule.py), and each worker expands only the users it holds. The
+agent records a cursor per campaign in the cursors table (beside the users); a step,
+every `promo_tick_s`, reads the next `promo_expand_batch` users of each active cursor,
+applies the audience and the per-user policy (agents/policy.py), writes the executions
+to the promo lanes, waits for the broker to take them, and only then moves the cursor.
+A crash or a rebalance resumes from the cursor: the users since it are expanded again,
+with the same deterministic ids (campaign + user + channel + address), so the delivery
+ledger answers the repeats and nothing is sent twice.
+
+Backpressure: a step is skipped while the promo lanes' consumer lag is over
+`promo_max_lag_records`, so a 1M-user campaign never floods the broker or the critical
+lanes; `pacing_per_s` spreads a campaign over time. Pause and cancel come from
+promo.controls before each step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import faust
+import msgspec
+from aiokafka import TopicPartition
+
+from clarion.agents.guard import Part, guarded
+from clarion.agents.policy import decide, remember
+from clarion.audiences import Predicate, compile_audience
+from clarion.logs import event
+from clarion.schemas.codec import decode, encode
+from clarion.schemas.promo import Campaign, CampaignEvent, Cursor, ExpandCommand, ExpansionProgress
+from clarion.schemas.records import DeliveryTask, TemplateVersion, UserProfile, scoped
+from clarion.tables.changelog import ChangelogWriter
+from clarion.tables.status import new_notification_id
+from clarion.tables.store import PartitionedStore
+from clarion.tables.templates import resolve
+from clarion.topology.catalog import lane_topic, retry_topic
+from clarion.topology.outbox import Outbox
+from clarion.topology.partitioning import partition_for
+
+if TYPE_CHECKING:
+    from clarion.topology.topology import Topology
+
+SOURCE = "promo.expand"
+LANE = "promo"
+log = logging.getLogger("clarion.fanout")
+_cursor_decode = msgspec.json.Decoder(Cursor).decode
+_recent_decode = msgspec.json.Decoder(dict[str, float]).decode
+_json = msgspec.json.Encoder().encode
+
+
+def execution_id(campaign_key: str, user_key: str, partition: int) -> str:
+    """A campaign's notification id for one user: the same on every expansion, naming the user's partition."""
+    digest = hashlib.blake2b(f"{campaign_key}\n{user_key}".encode(), digest_size=10).hexdigest()
+    return new_notification_id(partition, digest)
+
+
+class PromoLag:
+    """The promo lanes' records not yet consumed by the group, asked of the broker at most once a second."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.value = 0
+        self.asked = 0.0
+        specs = topo.specs
+        self.tps = [
+            TopicPartition(specs[name].topic, p)
+            for name in specs
+            if name.startswith(f"{LANE}.") and specs[name].value is DeliveryTask
+            for p in range(specs[name].partitions)
+        ]
+
+    async def over(self, bound: int) -> bool:
+        if time.monotonic() - self.asked >= 1.0:
+            self.asked = time.monotonic()
+            try:
+                ends = await self.topo.offsets.end_offsets(self.tps)
+                committed = await self.topo.offsets.committed(self.topo.app.conf.id, self.tps)
+                self.value = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+            except Exception as exc:  # the broker is away: keep the last answer
+                event(log, "promo lag unavailable", logging.WARNING, exc=repr(exc))
+        return self.value > bound
+
+
+def register(topo: Topology) -> None:
+    settings = topo.settings
+    cursors = ChangelogWriter(topo, topo.cursors)
+    frequency = ChangelogWriter(topo, topo.frequency)
+    users = PartitionedStore(topo.users)
+    active: dict[int, set[str]] = {}  # users partition -> campaigns being expanded there
+    indexed: set[int] = set()
+    lag = PromoLag(topo)
+    paced: dict[tuple[int, str], float] = {}  # (partition, campaign) -> when its last step ran
+    topic = topo.specs[SOURCE].topic
+    cap = settings.frequency_cap()
+
+    def cursor_of(partition: int, key: str) -> Cursor | None:
+        raw = cursors.get(partition, key.encode())
+        return _cursor_decode(raw) if raw else None
+
+    async def handle(parts: Sequence[Part[ExpandCommand]], out: Outbox) -> None:
+        for part in parts:
+            for command in part.items:
+                key = command.campaign.key
+                if cursor_of(part.partition, key) is None:  # a repeated command changes nothing
+                    cursor = Cursor(command=command, progress=ExpansionProgress(partition=part.partition))
+                    cursors.set(part.partition, key.encode(), _json(cursor))
+                active.setdefault(part.partition, set()).add(key)
+        await cursors.flush()
+
+    @topo.app.agent(topo.topics[SOURCE], name="clarion.promo.fanout")
+    async def fanout(stream: faust.StreamT) -> None:
+        """Take a started campaign's command for this users partition: its expansion starts at the next step."""
+        await guarded(topo, SOURCE, stream, ExpandCommand, handle)
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in topo.app.assignor.assigned_actives() if tp.topic == topic}
+
+    def index(partition: int) -> None:
+        indexed.add(partition)
+        for raw_key in cursors.store.keys(partition):
+            cursor = cursor_of(partition, raw_key.decode())
+            if cursor is not None and not cursor.progress.done:
+                active.setdefault(partition, set()).add(raw_key.decode())
+
+    async def step() -> None:
+        mine = owned()
+        for gone in indexed - mine:
+            indexed.discard(gone)
+            active.pop(gone, None)
+        if not topo.app.tables.recovery.completed.is_set():
+            return
+        for partition in mine - indexed:
+            index(partition)
+        work = [(p, key) for p in sorted(active) if p in mine for key in sorted(active[p])]
+        if not work or await lag.over(settings.promo_max_lag_records):
+            return
+        await topo.templates.ready.wait()
+        out = topo.outbox()
+        changed: list[tuple[int, str, Cursor]] = []
+        for partition, key in work:
+            cursor = cursor_of(partition, key)
+            if cursor is None or cursor.progress.done:
+                active.get(partition, set()).discard(key)
+                continue
+            state = topo.controls.get(key)
+            if state == "paused":
+                continue
+            if state == "cancelled":
+                cursor.progress.done, cursor.cancelled = True, True
+            else:
+                budget = _budget(cursor, partition, key)
+                if budget == 0:
+                    continue
+                await topo.users_progress.caught_up(partition)
+                expand(partition, cursor, budget, out)
+            changed.append((partition, key, cursor))
+        if not changed:
+            return
+        await out.flush()
+        await topo.app.producer.flush()  # the executions are the broker's before the cursor moves past them
+        for partition, key, cursor in changed:
+            cursors.set(partition, key.encode(), _json(cursor))
+            report = CampaignEvent(kind="progress", campaign_key=key, progress=cursor.progress, ts=topo.clock())
+            out.add("promo.jobs", key, encode(report))
+            if cursor.progress.done:
+                active.get(partition, set()).discard(key)
+        await cursors.flush()
+        await frequency.flush()
+        await out.flush()
+
+    def _budget(cursor: Cursor, partition: int, key: str) -> int:
+        """How many users this step may expand: the batch, or what the campaign's pacing allows."""
+        rate = cursor.command.campaign.pacing_per_s
+        if rate <= 0:
+            return settings.promo_expand_batch
+        now = time.monotonic()
+        last = paced.setdefault((partition, key), now - settings.promo_tick_s)
+        allowed = int((now - last) * rate / settings.critical_partitions)
+        if allowed > 0:
+            paced[(partition, key)] = now
+        return min(allowed, settings.promo_expand_batch)
+
+    def expand(partition: int, cursor: Cursor, budget: int, out: Outbox) -> None:
+        command = cursor.command
+        campaign = command.campaign
+        template = resolve(topo.templates, campaign.client_id, campaign.template_id, command.template_version)
+        matches = audience_of(campaign)
+        now = topo.clock()
+        progress = cursor.progress
+        for raw in _next_users(partition, cursor, budget):
+            user = decode(UserProfile, raw)
+            if not matches(user):
+                continue
+            progress.targeted += 1
+            if template is None:  # its version vanished from the templates topic (it never does; compaction keeps it)
+                _skip(progress, "unknown_template")
+                continue
+            executions = _execute(partition, user, cursor, template, now, out)
+            progress.executions += executions
+
+    def _next_users(partition: int, cursor: Cursor, budget: int) -> list[bytes]:
+        """The next users' records of the audience's range, moving the cursor past them."""
+        campaign = cursor.command.campaign
+        ids = campaign.audience.user_ids
+        if ids is not None:  # an explicit list: only the ids that live on this partition
+            found = []
+            while cursor.position < len(ids) and len(found) < budget:
+                user_key = scoped(campaign.client_id, ids[cursor.position])
+                cursor.position += 1
+                if partition_for(user_key, settings.critical_partitions) == partition:
+                    raw = users.get(partition, user_key.encode())
+                    if raw is not None:
+                        found.append(raw)
+                    else:
+                        cursor.progress.targeted += 1
+                        _skip(cursor.progress, "unknown_user")
+            cursor.progress.done = cursor.position >= len(ids)
+            return found
+        prefix = scoped(campaign.client_id, "").encode()
+        batch = users.scan(partition, prefix, cursor.after.encode(), budget)
+        if batch:
+            cursor.after = batch[-1][0].decode()
+        cursor.progress.done = len(batch) < budget
+        return [raw for _, raw in batch]
+
+    def _execute(partition: int, user: UserProfile, cursor: Cursor, template: TemplateVersion, now: float,
+                 out: Outbox) -> int:  # fmt: skip
+        campaign = cursor.command.campaign
+        user_key = user.user_key.encode()
+        recent = _recent_decode(raw) if (raw := frequency.get(partition, user_key)) else {}
+        decision = decide(user, campaign, template, now, topo.suppressions.of(partition, user.user_key), recent, cap)
+        if decision.skip is not None:
+            _skip(cursor.progress, decision.skip)
+            return 0
+        if cap is not None:
+            frequency.set(partition, user_key, _json(remember(recent, campaign.key, now, cap[1])))
+        nid = execution_id(campaign.key, user.user_key, partition)
+        params = {**campaign.params, "user": {"user_id": user.user_id, **user.attributes}}
+        for index, address in enumerate(decision.addresses):
+            task = DeliveryTask(
+                delivery_id=f"{nid}.{decision.channel}.{index}",
+                notification_id=nid,
+                client_id=campaign.client_id,
+                user_id=user.user_id,
+                channel=decision.channel,  # type: ignore[arg-type]
+                lane=LANE,
+                address=address,
+                template_id=template.template_id,
+                template_version=template.version,
+                params=params,
+                locale=user.locale,
+                not_before=decision.not_before,
+                trace_id=campaign.trace_id,
+                accepted_at=now,
+                campaign=campaign.key,
+            )
+            if decision.not_before:  # deferred: straight to the schedule that holds it until due
+                delay = settings.retry_bucket(decision.not_before - now)
+                out.add(retry_topic(LANE, delay), task.user_key, encode(task))
+            else:
+                out.add(lane_topic(LANE, task.channel), task.user_key, encode(task))
+        if decision.not_before:
+            cursor.progress.deferred += 1
+        return len(decision.addresses)
+
+    compiled: dict[str, Predicate] = {}
+
+    def audience_of(campaign: Campaign) -> Predicate:
+        if campaign.key not in compiled:
+            compiled[campaign.key] = compile_audience(campaign.audience, campaign.client_id)
+        return compiled[campaign.key]
+
+    @topo.app.timer(settings.promo_tick_s, name="clarion.promo.expand_step")
+    async def expand_step() -> None:
+        try:
+            await step()
+        except Exception:  # a step that failed is taken again from the same cursors at the next tick
+            log.exception("expansion step failed")
+
+
+def _skip(progress: ExpansionProgress, reason: str) -> None:
+    progress.skipped[reason] = progress.skipped.get(reason, 0) + 1
