@@ -18,6 +18,7 @@ promo.controls before each step.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -157,7 +158,8 @@ def register(topo: Topology) -> None:
                 budget = _budget(cursor, partition, key)
                 if budget == 0:
                     continue
-                await topo.users_progress.caught_up(partition)
+                # the users written before the campaign started are in its audience: folded first
+                await topo.users_progress.caught_up(partition, cursor.command.started_at)
                 expand(partition, cursor, budget, out)
             changed.append((partition, key, cursor))
         if not changed:
@@ -276,12 +278,15 @@ def register(topo: Topology) -> None:
             compiled[campaign.key] = compile_audience(campaign.audience, campaign.client_id)
         return compiled[campaign.key]
 
-    @topo.app.timer(settings.promo_tick_s, name="clarion.promo.expand_step")
-    async def expand_step() -> None:
-        try:
-            await step()
-        except Exception:  # a step that failed is taken again from the same cursors at the next tick
-            log.exception("expansion step failed")
+    @topo.app.task
+    async def expand_steps() -> None:
+        """One expansion step every `promo_tick_s` (a step can take longer than a tick: no overlap)."""
+        while True:
+            try:
+                await step()
+            except Exception:  # a step that failed is taken again from the same cursors
+                log.exception("expansion step failed")
+            await asyncio.sleep(settings.promo_tick_s)
 
 
 def _skip(progress: ExpansionProgress, reason: str) -> None:
