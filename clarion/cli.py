@@ -1,4 +1,4 @@
-"""The `clarion` command: dev, worker, api, simulator."""
+"""The `clarion` command: dev, worker, api, simulator, keys, users, dlq, topics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging.config
 import os
 import sys
+from pathlib import Path
 
 from clarion.logs import LOGGING_CONFIG
 from clarion.topology.settings import Settings
@@ -20,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument("--exit", action="store_true", help="stop after the demo")
     dev.add_argument("--callbacks", action="store_true",
                      help="the simulator sends Twilio status callbacks and SES events (SNS) to the API's webhooks")
-    sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
+    worker = sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
+    worker.add_argument("--lanes", choices=("all", "critical", "promo"),
+                        help="what it runs (default: $CLARION_LANES, else all); see clarion.agents")  # fmt: skip
     sub.add_parser("topics", help="print the topic catalog for the current settings")
     sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
     keys = sub.add_parser("keys", help="API keys: create, list, revoke (needs CLARION_KAFKA)")
@@ -32,6 +35,16 @@ def main(argv: list[str] | None = None) -> None:
     keys_sub.add_parser("list", help="every key: id, client, scopes, created, revoked")
     revoke = keys_sub.add_parser("revoke", help="stop accepting a key")
     revoke.add_argument("key_id")
+    users = sub.add_parser("users", help="users: import a JSON-lines file through the API")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    importing = users_sub.add_parser(
+        "import", help="post FILE (one POST /users body per line) to POST /users/bulk; exit 1 if any line is rejected"
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--key", default=os.environ.get("CLARION_API_KEY", ""),
+                           help="an API key with the users scope (default: $CLARION_API_KEY)")  # fmt: skip
+    importing.add_argument("--api", default="", help="the API's URL (default: http://<CLARION_API_HOST>:<port>)")
+    importing.add_argument("--chunk-lines", type=int, default=5000, help="lines per request (default 5000)")
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay (needs CLARION_KAFKA; replay CLARION_REDIS)")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = dlq_sub.add_parser("list", help="one line per dead letter: id, time, source, reason, ids")
@@ -51,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker":
         from clarion.topology.worker import WORKER_ARGS
 
+        if args.lanes:
+            os.environ["CLARION_LANES"] = args.lanes
         os.execvp(sys.executable, [sys.executable, *WORKER_ARGS])
     if args.command == "topics":
         print_catalog(Settings.from_env())
@@ -58,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(asyncio.run(_dlq(args, Settings.from_env())))
     elif args.command == "keys":
         sys.exit(asyncio.run(_keys(args, Settings.from_env())))
+    elif args.command == "users":
+        sys.exit(asyncio.run(_users_import(args, Settings.from_env())))
     elif args.command == "dev":
         asyncio.run(_dev(args))
     elif args.command == "api":
@@ -127,6 +144,39 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"revoked {record.key_id} (client {record.client_id})")
     return 0
+
+
+async def _users_import(args: argparse.Namespace, settings: Settings) -> int:
+    """0: every line accepted; 1: some rejected; 2: a usage error; 3: the API refused a request or is unreachable."""
+    from clarion.users_import import SHOWN_ERRORS, ImportFailed, Progress, count_lines, import_users
+
+    if not args.key:
+        print("clarion users import: give an API key with --key or CLARION_API_KEY", file=sys.stderr)
+        return 2
+    if args.chunk_lines < 1:
+        print("clarion users import: --chunk-lines must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        total = count_lines(args.file)
+    except OSError as exc:
+        print(f"clarion users import: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    host = settings.api_host if settings.api_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    api = args.api or f"http://{host}:{settings.api_port}"
+    progress = Progress(total)
+    try:
+        report = await import_users(args.file, api, args.key, args.chunk_lines, on_chunk=progress.show)
+    except ImportFailed as exc:
+        progress.close()
+        print(f"clarion users import: {exc}", file=sys.stderr)
+        return 3
+    progress.close()
+    print(f"{report.accepted} accepted, {report.rejected} rejected, of {report.lines} lines in {args.file}")
+    for error in report.errors[:SHOWN_ERRORS]:
+        print(f"line {error['line']}: {error['field']}: {error['error']}")
+    if len(report.errors) >= SHOWN_ERRORS:
+        print(f"(only the first {SHOWN_ERRORS} errors are shown)")
+    return 1 if report.rejected else 0
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:

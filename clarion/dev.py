@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from clarion.demo import run_demo
+from clarion.demo import run_demo, run_promo_demo
 from clarion.keys import create_key
 from clarion.providers.simulator import fcm, ses, start_simulator
 from clarion.tables.api_keys import SCOPES
@@ -85,6 +85,7 @@ async def run_dev(
         try:
             if demo:
                 await run_demo(api_url, sim, api_key)
+                await run_promo_demo(api_url, sim, api_key)
                 print(f"demo done {time.monotonic() - started:.1f}s after start")
             if linger:
                 auth = f"-H 'Authorization: Bearer {api_key}'"

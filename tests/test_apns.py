@@ -263,8 +263,11 @@ def test_a_task_expiry_reaches_the_message_and_old_orders_still_decode() -> None
     order = _order(task, Rendered(body="b"), last_attempt=False)
     over_the_pipe = msgspec.msgpack.decode(msgspec.msgpack.encode(order), type=Order)
     assert over_the_pipe.message().expires_at == 1_900_000_000.5
-    old_frame = msgspec.msgpack.encode(list(msgspec.structs.astuple(order))[:-1])  # a sender from before the field
+    fields = list(msgspec.structs.astuple(order))
+    old_frame = msgspec.msgpack.encode(fields[: fields.index(1_900_000_000.5)])  # a sender from before the field
     assert msgspec.msgpack.decode(old_frame, type=Order).message().expires_at is None
+    campaign_frame = msgspec.msgpack.encode([*fields[:-1], "c/spring"])  # and one after the campaign field
+    assert msgspec.msgpack.decode(campaign_frame, type=Order).campaign == "c/spring"
 
 
 def test_pointed_at_the_simulator_apns_gets_the_dev_key() -> None:

@@ -172,6 +172,9 @@ def test_length_and_depth_are_bounded() -> None:
     assert raised.value.position == MAX_EXPRESSION_CHARS
 
 
+# A parse (and one evaluation) of any text up to the length limit takes well under a millisecond to a few; the
+# bound leaves room for a loaded 2-core machine while still catching anything worse than linear.
+PARSE_BOUND_S = 0.25
 WORST_CASES = [
     "(" * 2000,
     "not " * 500,
@@ -204,12 +207,12 @@ def test_worst_case_inputs_parse_or_fail_quickly(text: str) -> None:
     else:
         predicate(ANN)
         predicate(BOB)
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < PARSE_BOUND_S
 
 
 # -- fuzzing -----------------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=1500, deadline=200, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKENS = st.sampled_from(
     ["attributes", ".", "plan", "[", "]", "(", ")", ",", "'pro'", '"x"', "'", '"', "\\", "1", "-2.5e3", "-",
      "true", "false", "==", "!=", "<", "<=", ">", ">=", "=", "!", "in", "has", "not", "and", "or", "tags", "locale",
@@ -228,7 +231,7 @@ def parses_or_refuses(text: str) -> None:
         assert 0 <= exc.position <= len(text)
     else:
         assert isinstance(predicate(ANN), bool) and isinstance(predicate(BOB), bool)
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < PARSE_BOUND_S
 
 
 @FUZZ
@@ -279,7 +282,7 @@ EXPRESSIONS = st.recursive(
 )
 
 
-@FUZZ
+@settings(FUZZ, max_examples=400)
 @given(EXPRESSIONS, PROFILES)
 def test_every_grammatical_expression_parses_and_evaluates_on_any_profile(expression: str, user: UserProfile) -> None:
     result = parse_where(expression)(user)
@@ -287,7 +290,7 @@ def test_every_grammatical_expression_parses_and_evaluates_on_any_profile(expres
     assert parse_where(f"not ({expression})")(user) is (not result)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=400)
 @given(EXPRESSIONS, EXPRESSIONS, PROFILES)
 def test_and_or_combine_like_booleans(left: str, right: str, user: UserProfile) -> None:
     a, b = parse_where(left)(user), parse_where(right)(user)

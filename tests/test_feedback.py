@@ -14,7 +14,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from multidict import MultiDict
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from clarion.feedback import ses as ses_events
 from clarion.feedback import sns, twilio
@@ -26,7 +26,8 @@ from clarion.topology.embedded import free_port
 from tests.api_stack import Stack, api_stack_fixture
 
 on_stack = pytest.mark.asyncio(loop_scope="module")
-stack = api_stack_fixture()
+SHARED_ID, SHARED_SECRET = "webhooks_sharedkey_01JSIMULATOR0000000000000", "shared-key-secret="
+stack = api_stack_fixture(twilio_webhook_shared_keys=f"{SHARED_ID}={SHARED_SECRET}")
 TOKEN = "12345"
 URL = "https://hooks.example.com/webhooks/twilio?nid=n1_ab&did=n1_ab.sms.0"
 PARAMS = [("MessageSid", "SM1"), ("MessageStatus", "undelivered"), ("ErrorCode", "30005"), ("To", "+14155550100"),
@@ -56,6 +57,26 @@ def test_a_tampered_body_url_or_token_fails_the_signature() -> None:
     assert not twilio.valid_signature(URL, PARAMS, "other", good)
     assert not twilio.valid_signature(URL, PARAMS, "", good)  # no auth token configured: nothing is valid
     assert not twilio.valid_signature(URL, PARAMS, TOKEN, "")
+
+
+def test_shared_key_signatures_are_the_sdks_both_ways() -> None:
+    """Webhook Settings sign with a SharedKey, HMAC_SHA256, and say so in X-Twilio-Webhooks-Signature-Settings."""
+    sdk = RequestValidator(SHARED_SECRET)
+    header = f"key={SHARED_ID},algorithm=HMAC_SHA256"
+    algorithm = get_signature_algorithm(header)
+    assert twilio.signature_settings(header) == (SHARED_ID, algorithm) == (SHARED_ID, "HMAC_SHA256")
+    for url in (URL, "https://hooks.example.com:443/webhooks/twilio?nid=x"):
+        theirs = sdk.compute_signature(url, MultiDict(PARAMS), algorithm)
+        assert twilio.signature(url, PARAMS, SHARED_SECRET, algorithm) == theirs
+        assert twilio.valid_signature(url, PARAMS, SHARED_SECRET, theirs, algorithm)
+        assert not twilio.valid_signature(url, PARAMS, SHARED_SECRET, theirs)  # read as HMAC-SHA1 it is not one
+        assert not twilio.valid_signature(url, PARAMS, "other", theirs, algorithm)
+        assert sdk.validate(url, MultiDict(PARAMS), twilio.signature(url, PARAMS, SHARED_SECRET, algorithm), algorithm)
+    assert twilio.signature_settings("key=k1") == ("k1", "HMAC_SHA1")  # no algorithm named: Twilio's default
+    assert not twilio.valid_signature(URL, PARAMS, SHARED_SECRET, "x", "HMAC_MD5")  # one we do not know fails
+    assert twilio.shared_keys(f" {SHARED_ID}={SHARED_SECRET}, k2=s2") == {SHARED_ID: SHARED_SECRET, "k2": "s2"}
+    with pytest.raises(ValueError):
+        twilio.shared_keys("no-secret")
 
 
 def test_the_simulators_signature_is_twilios() -> None:
@@ -346,3 +367,78 @@ async def test_ses_webhook_refuses_bad_signatures_and_never_fetches_from_other_h
         assert hits == []
     finally:
         await runner.cleanup()
+
+
+@on_stack
+async def test_sns_subscription_is_confirmed_by_visiting_its_subscribe_url_on_sns_only(feedback_stack: Stack) -> None:
+    s = feedback_stack
+    callbacks, sns_json = s.sim.callbacks, {"Content-Type": "text/plain; charset=UTF-8"}
+    hits: list[str] = []
+
+    async def evil(request: web.Request) -> web.Response:
+        hits.append(request.path_qs)
+        return web.Response(text="<ConfirmSubscriptionResponse/>")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", evil)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    evil_url = f"http://127.0.0.1:{port}/?Action=ConfirmSubscription&TopicArn={SNS_TOPIC_ARN}&Token=x"
+    try:
+        before = len(callbacks.confirmations)
+        # SNS subscribes the endpoint: it POSTs a signed SubscriptionConfirmation of the allowed topic
+        assert await callbacks.subscribe(s.sim, s.url + "/webhooks/ses") == 200
+        (visit,) = callbacks.confirmations[before:]
+        assert visit["confirmed"] and visit["topic"] == SNS_TOPIC_ARN
+        again = callbacks.subscription_confirmation(s.sim)
+        assert await post(s, "/webhooks/ses", orjson.dumps(again), sns_json) == (200, {"confirmed": True})
+        assert [c["token"] for c in callbacks.confirmations[before:]] == [visit["token"], again["Token"]]
+        # a token SNS did not issue for the topic: SNS refuses it, and clarion says it is not confirmed
+        forged_token = callbacks.subscription_confirmation(
+            s.sim, subscribe_url=f"{s.sim.url}/?Action=ConfirmSubscription&TopicArn={SNS_TOPIC_ARN}&Token=bad")
+        assert await post(s, "/webhooks/ses", orjson.dumps(forged_token), sns_json) == (200, {"confirmed": False})
+        assert callbacks.confirmations[-1] == {"topic": SNS_TOPIC_ARN, "token": "bad", "confirmed": False}
+        visits = len(callbacks.confirmations)
+        # a topic clarion was not told to take: acknowledged, never visited
+        other = callbacks.subscription_confirmation(s.sim, "arn:aws:sns:us-east-1:000000000000:someone-else")
+        assert await post(s, "/webhooks/ses", orjson.dumps(other), sns_json) == (200, {"ignored": "topic not allowed"})
+        # a SubscribeURL changed after signing: refused before anything is fetched
+        tampered = {**callbacks.subscription_confirmation(s.sim), "SubscribeURL": evil_url}
+        status, body = await post(s, "/webhooks/ses", orjson.dumps(tampered), sns_json)
+        assert status == 403 and "does not match" in body["error"]
+        # even a validly signed one is not followed off SNS's hosts
+        off_host = callbacks.subscription_confirmation(s.sim, subscribe_url=evil_url)
+        assert await post(s, "/webhooks/ses", orjson.dumps(off_host), sns_json) == (
+            200, {"ignored": "SubscribeURL not on an SNS host"})  # fmt: skip
+        assert hits == [] and len(callbacks.confirmations) == visits
+    finally:
+        await runner.cleanup()
+
+
+@on_stack
+async def test_twilio_callbacks_signed_with_a_shared_key(feedback_stack: Stack) -> None:
+    s = feedback_stack
+    s.sim.callbacks.twilio_shared_key = (SHARED_ID, SHARED_SECRET, "HMAC_SHA256")
+    try:
+        nid = await send(s, {"user_id": "shared-key", "phone": "+15005550010"}, ["sms"])  # then undelivered 30005
+        doc = await wait_delivery(s, nid, "undelivered")
+    finally:
+        s.sim.callbacks.twilio_shared_key = None
+    assert [d["reason"] for d in doc["deliveries"].values()] == ["30005 undelivered"]
+    answers = [c["answer"] for c in s.sim.callbacks.sent if c["kind"].startswith("twilio:") and nid in c["url"]]
+    assert answers == [200, 200, 202]  # queued and sent acknowledged, the final status taken
+    # what the webhook refuses: a key it does not hold, a downgrade to the auth token, a missing announcement
+    path = "/webhooks/twilio?nid=n0_abc&did=n0_abc.sms.0"
+    params = {"MessageSid": "SM9", "MessageStatus": "delivered", "To": "+14155550100"}
+    url, body = s.settings.webhook_base_url + path, urlencode(params).encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    sha256 = twilio_signature(url, params, SHARED_SECRET, "HMAC_SHA256")
+    settings = {"X-Twilio-Webhooks-Signature-Settings": f"key={SHARED_ID},algorithm=HMAC_SHA256"}
+    assert await post(s, path, body, {**form, **settings, "X-Twilio-Signature": sha256}) == (202, {"feedback": 1})
+    unknown = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_other,algorithm=HMAC_SHA256"}
+    assert (await post(s, path, body, {**form, **unknown, "X-Twilio-Signature": sha256}))[0] == 403
+    sha1 = twilio_signature(url, params, s.settings.twilio_auth_token)
+    assert (await post(s, path, body, {**form, **settings, "X-Twilio-Signature": sha1}))[0] == 403
+    assert (await post(s, path, body, {**form, "X-Twilio-Signature": sha256}))[0] == 403

@@ -43,7 +43,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"]
-ENDPOINTS = ["/notif", "/notif/batch", "/users", "/template", "/healthz", "/notif/n0_" + "ab" * 16,
+ENDPOINTS = ["/notif", "/notif/batch", "/users", "/users/bulk", "/template", "/healthz", "/notif/n0_" + "ab" * 16,
              "/webhooks/twilio", "/webhooks/ses"]  # fmt: skip
 TEMPLATE = {"template_id": "fz", "version": 1, "email_subject": "Hi {{ name }}", "email_text": "{{ name }}"}
 TEMPLATE |= {"sms_body": "Code {{ code }} {{ name | upper }}", "push_title": "T", "push_body": "{{ code }}"}
@@ -58,8 +58,8 @@ NOTIF = {
 USER = {"user_id": "fuzz-user", "email": "a@example.com", "phone": "+14155550100", "timezone": "Europe/Paris"}
 
 
-ROUTES = {"/notif": "POST", "/notif/batch": "POST", "/users": "POST", "/template": "POST", "/healthz": "GET",
-          "/webhooks/twilio": "POST", "/webhooks/ses": "POST"}  # fmt: skip
+ROUTES = {"/notif": "POST", "/notif/batch": "POST", "/users": "POST", "/users/bulk": "POST", "/template": "POST",
+          "/healthz": "GET", "/webhooks/twilio": "POST", "/webhooks/ses": "POST"}  # fmt: skip
 
 
 def route_of(method: str, path: str) -> str:
@@ -258,6 +258,7 @@ NOTIF_FIELDS = {
     "params": st.dictionaries(PARAM_NAMES, JSON, max_size=8).map(lambda p: {"name": "Ann", "code": "1", **p}),
     "expires_at": ODD_STRINGS | BIG_INTS | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
 }
+HHMM = st.sampled_from(["22:00", "08:00", "24:00", "9:00"]) | st.from_regex(r"[0-9]{2}:[0-9]{2}", fullmatch=True)
 USER_FIELDS = {
     "user_id": IDS,
     "email": ODD_STRINGS | st.emails() | st.text(max_size=80),
@@ -268,6 +269,10 @@ USER_FIELDS = {
     "timezone": st.sampled_from(["Europe", "Europe/", "a" * 300, "../../etc/passwd", "UTC", "right/UTC", "Factory"])
     | st.text(max_size=40),
     "attributes": st.dictionaries(KEYS, JSON, max_size=8),
+    "tags": st.lists(st.sampled_from(["vip", "", "x" * 65, "a b", "plan:pro"]) | ODD_STRINGS | JSON, max_size=5),
+    "promo_opt_out": st.booleans() | JSON,
+    "channel_opt_out": st.lists(st.sampled_from(["sms", "email", "fax", ""]) | JSON, max_size=4),
+    "quiet_hours": st.fixed_dictionaries({"start": HHMM, "end": HHMM}) | st.dictionaries(KEYS, HHMM | JSON) | JSON,
 }
 TEMPLATE_FIELDS = {part: TEMPLATE_TEXT for part in ("email_subject", "email_text", "email_html", "sms_body")}
 TEMPLATE_FIELDS |= {"push_title": TEMPLATE_TEXT, "push_body": TEMPLATE_TEXT, "template_id": IDS, "version": BIG_INTS}
@@ -359,6 +364,17 @@ def test_post_notif_batch(api: Client, items: list[bytes], shape: str, raw: str)
 @given(body=mutated(USER, USER_FIELDS), headers=HEADERS)
 def test_post_users(api: Client, body: bytes, headers: dict[str, str]) -> None:
     post(api, "/users", body, headers)
+
+
+@settings(FUZZ, max_examples=300)
+@given(
+    lines=st.lists(mutated(USER, USER_FIELDS) | JUNK_BYTES, max_size=6),
+    separator=st.sampled_from([b"\n", b"\r\n", b"\n\n"]),
+    headers=HEADERS,
+)
+def test_post_users_bulk(api: Client, lines: list[bytes], separator: bytes, headers: dict[str, str]) -> None:
+    """JSON lines, each a fuzzed POST /users body or junk; any Content-Type the headers bring wins."""
+    post(api, "/users/bulk", separator.join(lines), {"Content-Type": "application/x-ndjson", **headers})
 
 
 @FUZZ

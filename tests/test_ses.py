@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 from clarion.providers.base import Answer, AuthFailure, Delivered, OutboundMessage, PermanentFailure, TransientFailure
 from clarion.providers.dispatch import Dispatcher, order_for
+from clarion.providers.errors import TABLE
 from clarion.providers.registry import build_clients
 from clarion.providers.ses import (
     PATH,
-    SES_ERRORS,
     TAG_CHARS,
     AwsCredentials,
     ChainCredentials,
@@ -184,13 +184,16 @@ def ses_error(status: int, code: str = "", in_body: bool = False, **headers: str
 
 
 OK = Answer(200, {}, b'{"MessageId": "m-1"}')
-EXPECTED = {"permanent": PermanentFailure, "throttled": TransientFailure, "refresh": AuthFailure, "config": AuthFailure}
+EXPECTED = {"permanent": PermanentFailure, "rate_limited": TransientFailure, "auth": AuthFailure}
+SES_CODES = sorted((code, v.kind, v.refresh) for (provider, code), v in TABLE.items()
+                   if provider == "ses" and not code.startswith("HTTP "))  # fmt: skip
 
 
 @pytest.mark.parametrize("in_body", [False, True])
-@pytest.mark.parametrize(("code", "kind"), sorted(SES_ERRORS.items()))
-async def test_every_ses_error_code_gets_its_class(code: str, kind: str, in_body: bool) -> None:
-    status = {"TooManyRequestsException": 429, "NotFoundException": 404}.get(code, 403 if kind == "refresh" else 400)
+@pytest.mark.parametrize(("code", "kind", "refresh"), SES_CODES)
+async def test_every_ses_error_code_gets_its_class(code: str, kind: str, refresh: bool, in_body: bool) -> None:
+    auth = 403 if refresh else 400  # refused credentials, or a refused account
+    status = {"TooManyRequestsException": 429, "NotFoundException": 404}.get(code, auth if kind == "auth" else 400)
     ses = ScriptedSes(StaticCredentials(SIM_KEYS), ses_error(status, code, in_body))
     result = await ses.send(message())
     assert type(result) is EXPECTED[kind] and result.reason == f"{status} {code}"

@@ -25,6 +25,7 @@ ENDPOINTS = [
     ("POST", "/notif/batch", {"notifications": []}),
     ("POST", "/template", TEMPLATE),
     ("POST", "/users", USER),
+    ("POST", "/users/bulk", USER),  # a JSON body: 415 once the key is accepted (tests/test_users_bulk.py)
     ("GET", "/notif/n0_abc", None),
 ]
 
@@ -50,7 +51,7 @@ async def test_healthz_and_ready_answer_without_a_key(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     ("scopes", "allowed"),
-    [(["send"], {"/notif", "/notif/batch"}), (["read"], {"/notif/n0_abc"}), (["users"], {"/users"}),
+    [(["send"], {"/notif", "/notif/batch"}), (["read"], {"/notif/n0_abc"}), (["users"], {"/users", "/users/bulk"}),
      (["templates"], {"/template"})],
 )  # fmt: skip
 async def test_a_key_without_the_scope_is_403(stack: Stack, scopes: list[str], allowed: set[str]) -> None:

@@ -1,15 +1,74 @@
-"""One stage per module; `register_all` puts every stage's agents on a topology."""
+"""One stage per module; `register_all` puts the stages of the worker's lanes on a topology.
+
+`clarion worker --lanes critical|promo|all` (setting `lanes`, CLARION_LANES) lets an
+operator run the lanes in separate processes, so a campaign's sends never take CPU from
+critical ones:
+
+- `all` (the default): every stage, in the app's consumer group (`app_id`);
+- `critical`: everything but the promo lanes, in the same group: users, dedupe + route,
+  the critical deliver and retry agents, feedback, and the campaigns' schedule and fanout;
+- `promo`: the promo deliver and retry agents only, in a consumer group of their own
+  (`<app_id>-promo`), with no tables.
+
+Why schedule and fanout stay with `critical`: fanout reads the users, suppression and
+frequency tables, which are co-partitioned with the users topic (24 partitions), and
+promo.expand is too; the tables' partitions live on the worker that consumes the users
+topic's. Schedule is small (promo.jobs and its campaigns table). Neither sends anything.
+
+Why the promo workers are a group of their own, with no tables: in one consumer group
+faust's assignor (1) groups co-partitioned topics by the set of members subscribing to
+them, so a process that declared the tables but consumed no users topic would be handed
+the tables' changelog partitions apart from the users partitions they go with; and (2)
+computes every member's table partitions from the leader's own tables, so a member
+without them, elected leader, would hand out wrong ones. A group of their own avoids
+both: its members consume only the promo lanes and retry tiers, and hold no state (their
+executions were decided during expansion; suppressions found when sending go back to
+the users' partitions on the feedback topic). Fanout's backpressure reads the promo lanes'
+lag from both groups' committed offsets, whichever runs them.
+
+Run `promo` workers beside `critical` ones, not beside `all`: an `all` worker already
+consumes the promo lanes in the main group, so both groups would take each execution
+(the delivery ledger still sends it once, but its outcome would be told twice).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from clarion.topology.settings import Settings
     from clarion.topology.topology import Topology
+
+LANE_CHOICES = ("all", "critical", "promo")
+
+
+def check_lanes(settings: Settings) -> str:
+    """The worker's `lanes`, or a ValueError naming the choices."""
+    if settings.lanes not in LANE_CHOICES:
+        raise ValueError(f"CLARION_LANES is {settings.lanes!r}: one of {', '.join(LANE_CHOICES)}")
+    return settings.lanes
+
+
+def group_id(settings: Settings) -> str:
+    """The faust app id (so the consumer group) of a worker running `settings.lanes`."""
+    return f"{settings.app_id}-promo" if check_lanes(settings) == "promo" else settings.app_id
+
+
+def promo_groups(settings: Settings) -> list[str]:
+    """The consumer groups that may consume the promo lanes: the main one (`all`), the promo workers'."""
+    return [settings.app_id, f"{settings.app_id}-promo"]
 
 
 def register_all(topo: Topology) -> None:
     from clarion.agents import dedupe, deliver, fanout, feedback, retry, schedule, users
 
-    for stage in (users, dedupe, deliver, retry, feedback, schedule, fanout):
-        stage.register(topo)
+    lanes = check_lanes(topo.settings)
+    only = None if lanes == "all" else [lanes]
+    if lanes != "promo":
+        users.register(topo)
+        dedupe.register(topo)
+    deliver.register(topo, only=only)
+    retry.register(topo, only=only)
+    if lanes != "promo":
+        for stage in (feedback, schedule, fanout):
+            stage.register(topo)

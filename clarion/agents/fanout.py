@@ -29,6 +29,7 @@ import faust
 import msgspec
 from aiokafka import TopicPartition
 
+from clarion.agents import promo_groups
 from clarion.agents.guard import Part, guarded
 from clarion.agents.policy import decide, remember
 from clarion.audiences import Predicate, compile_audience
@@ -81,7 +82,10 @@ class PromoLag:
             self.asked = time.monotonic()
             try:
                 ends = await self.topo.offsets.end_offsets(self.tps)
-                committed = await self.topo.offsets.committed(self.topo.app.conf.id, self.tps)
+                committed: dict[TopicPartition, int] = {}
+                for group in promo_groups(self.topo.settings):  # `all` workers' group, or the promo workers'
+                    for tp, offset in (await self.topo.offsets.committed(group, self.tps)).items():
+                        committed[tp] = max(offset, committed.get(tp, 0))
                 self.value = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
             except Exception as exc:  # the broker is away: keep the last answer
                 event(log, "promo lag unavailable", logging.WARNING, exc=repr(exc))
@@ -172,6 +176,9 @@ def register(topo: Topology) -> None:
             out.add("promo.jobs", key, encode(report))
             if cursor.progress.done:
                 active.get(partition, set()).discard(key)
+                event(log, "campaign partition expanded", campaign=key, partition=partition,
+                      targeted=cursor.progress.targeted, executions=cursor.progress.executions,
+                      cancelled=cursor.cancelled)  # fmt: skip
         await cursors.flush()
         await frequency.flush()
         await out.flush()

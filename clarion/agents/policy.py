@@ -80,8 +80,33 @@ def _move(t: float, tz: str, start: int, end: int, inside: bool) -> float:
     day = local.replace(hour=target // 60, minute=target % 60, second=0, microsecond=0)
     if day <= local:
         day = day + timedelta(days=1)
-    # a wall-clock time in a DST gap or fold: fromisoformat/ZoneInfo resolve it; never go backwards
-    return max(day.timestamp(), t)
+    return max(_first_reading(day), t)  # never go backwards
+
+
+def _first_reading(wall: datetime) -> float:
+    """The first instant the clock of `wall`'s zone reads `wall` or later.
+
+    A time the clock repeats (DST ends) is the occurrence `wall.fold` names. A time it skips
+    (DST starts: 02:30 on a day that jumps from 02:00 to 03:00) is the jump itself, when the
+    clock passes it: ZoneInfo alone would read it with the old offset, an hour past the jump.
+    """
+    naive = wall.replace(tzinfo=None)
+    ts = wall.timestamp()
+    if _reading(ts, wall) == naive:
+        return ts
+    lo, hi = sorted(int(wall.replace(fold=fold).timestamp()) for fold in (0, 1))
+    while hi - lo > 1:  # the clock reads before `wall` at lo and after it at hi
+        mid = (lo + hi) // 2
+        if _reading(mid, wall) >= naive:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def _reading(ts: float, wall: datetime) -> datetime:
+    """The naive wall-clock time of `wall`'s zone at `ts`."""
+    return datetime.fromtimestamp(ts, wall.tzinfo).replace(tzinfo=None)
 
 
 def decide(

@@ -49,7 +49,11 @@ def plan(
             continue
         addresses = addresses_for(user, channel)
         if not addresses:
-            out.failures.append((channel, f"no_address: user has no {channel} address"))
+            dead = _suppressed_on(suppressed, channel)  # its push tokens died and left the profile
+            if dead is not None:
+                out.suppressed.append((channel, f"suppressed: {dead}"))
+            else:
+                out.failures.append((channel, f"no_address: user has no {channel} address"))
             continue
         for index, address in enumerate(addresses):
             if suppressed and (why := suppressed.get(entry(channel, address))) is not None:
@@ -74,3 +78,10 @@ def plan(
                 )
             )
     return out
+
+
+def _suppressed_on(suppressed: Mapping[str, str] | None, channel: str) -> str | None:
+    """Why the user's last suppressed address on `channel` was suppressed, if one was."""
+    prefix = entry(channel, "")
+    reasons = [why for key, why in (suppressed or {}).items() if key.startswith(prefix)]
+    return reasons[-1] if reasons else None

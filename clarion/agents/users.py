@@ -28,7 +28,7 @@ def addresses(user: UserProfile) -> set[tuple[str, str]]:
 
 
 def register(topo: Topology) -> None:
-    writer = topo.writer(topo.users)
+    writer = topo.suppressions.users  # the one users writer: dead push tokens leave profiles through it too
 
     async def handle(parts: Sequence[Part[UserProfile]], out: Outbox) -> None:
         for part in parts:

@@ -4,6 +4,11 @@ Twilio signs each webhook with HMAC-SHA1 keyed by the account's auth token over 
 URL it called followed by every POST parameter, sorted by name, as name + value; the
 header is the base64 digest. Twilio is inconsistent about default ports, so (like its SDK)
 the URL is tried both without a port and with the scheme's default one.
+
+When a Webhook Rule of the account matches the URL (Twilio's Webhooks configuration API),
+Twilio signs with that Setting's SharedKey instead, with its algorithm (HMAC_SHA256, or
+HMAC_SHA1), over the same string, still in X-Twilio-Signature, and says so in
+`X-Twilio-Webhooks-Signature-Settings: key=<shared key id>,algorithm=<algorithm>`.
 """
 
 from __future__ import annotations
@@ -20,11 +25,32 @@ from clarion.schemas.records import Feedback
 MAX_ID = 200  # nid/did are [A-Za-z0-9._:@-]{1,128} plus a channel and index
 
 
-def signature(url: str, params: Iterable[tuple[str, str]], auth_token: str) -> str:
-    """The X-Twilio-Signature Twilio sends for a POST of `params` to `url`."""
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+HASHES = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+
+
+def signature(url: str, params: Iterable[tuple[str, str]], secret: str, algorithm: str = "HMAC_SHA1") -> str:
+    """The X-Twilio-Signature Twilio sends for a POST of `params` to `url` (secret: the auth token or a SharedKey's)."""
     data = url + "".join(name + value for name, value in sorted(set(params)))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    digest = hmac.new(secret.encode(), data.encode(), HASHES[algorithm]).digest()
     return base64.b64encode(digest).decode()
+
+
+def signature_settings(header: str) -> tuple[str, str]:
+    """(shared key id, algorithm) from X-Twilio-Webhooks-Signature-Settings; "" for what it does not name."""
+    fields = dict(part.strip().partition("=")[::2] for part in header.split(","))
+    return fields.get("key", "").strip(), (fields.get("algorithm", "").strip().upper() or "HMAC_SHA1")
+
+
+def shared_keys(text: str) -> dict[str, str]:
+    """`twilio_webhook_shared_keys` ("<key id>=<secret>[,…]") as {key id: secret}."""
+    keys = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key_id, _, secret = item.partition("=")
+        if not key_id.strip() or not secret:
+            raise ValueError("CLARION_TWILIO_WEBHOOK_SHARED_KEYS is '<key id>=<secret>[,…]'")
+        keys[key_id.strip()] = secret
+    return keys
 
 
 def _port_variants(url: str) -> list[str]:
@@ -35,16 +61,18 @@ def _port_variants(url: str) -> list[str]:
     return [urlunsplit(parts._replace(netloc=host)), urlunsplit(parts._replace(netloc=with_port))]
 
 
-def valid_signature(url: str, params: list[tuple[str, str]], auth_token: str, header: str) -> bool:
-    """Whether `header` is Twilio's signature of this request (never true without an auth token)."""
-    if not auth_token or not header:
+def valid_signature(
+    url: str, params: list[tuple[str, str]], secret: str, header: str, algorithm: str = "HMAC_SHA1"
+) -> bool:
+    """Whether `header` is Twilio's signature of this request (never true without a secret or algorithm)."""
+    if not secret or not header or algorithm not in HASHES:
         return False
     try:
         variants = _port_variants(url)
     except ValueError:  # a port that is not a number
         return False
     given = header.strip().encode()
-    return any(hmac.compare_digest(signature(v, params, auth_token).encode(), given) for v in variants)
+    return any(hmac.compare_digest(signature(v, params, secret, algorithm).encode(), given) for v in variants)
 
 
 # MessageStatus values that are feedback; the rest (queued, sending, sent, accepted, scheduled,

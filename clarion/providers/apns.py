@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import httpx
 import jwt
@@ -37,9 +37,8 @@ from clarion.providers.base import (
     PermanentFailure,
     SendResult,
     TransientFailure,
-    classify,
-    retry_after,
 )
+from clarion.providers.errors import failure, lookup
 from clarion.topology.settings import Settings
 
 log = logging.getLogger("clarion.providers.apns")
@@ -50,47 +49,12 @@ TOKEN_MAX_AGE_S = 50 * 60  # re-mint before Apple's 60 minutes, not before its 2
 KEEPALIVE_S = 300.0  # Apple asks providers to keep connections open rather than reconnect per push
 APNS_ID_NAMESPACE = uuid.UUID("6f2b9c1e-4a57-4d0c-9a53-1f1e0c3b7a01")  # apns-id: uuid5 of the delivery id
 
-Kind = Literal["permanent", "transient", "auth"]
-
-# The one table of what APNs's answers mean, by the `reason` of the error body.
-# permanent: this message or token cannot succeed; transient: retry later (after the
-# Retry-After when one is given); auth: our provider token (re-mint, retry once, then hold).
-# A reason missing here is read by its status (408, 429, 5xx transient; others permanent).
-REASONS: dict[str, Kind] = {
-    "BadDeviceToken": "permanent",  # 400: not a token of this environment
-    "Unregistered": "permanent",  # 410: the app is gone from the device; the token is dead
-    "ExpiredToken": "permanent",  # 410: the token expired
-    "DeviceTokenNotForTopic": "permanent",  # 400: the token belongs to another app
-    "PayloadTooLarge": "permanent",  # 413: over 4096 bytes
-    "PayloadEmpty": "permanent",  # 400
-    "BadTopic": "permanent",  # 400
-    "TopicDisallowed": "permanent",  # 400
-    "MissingDeviceToken": "permanent",  # 400
-    "TooManyRequests": "transient",  # 429: too many requests to one device token
-    "TooManyProviderTokenUpdates": "transient",  # 429: we re-minted too often; the current token still works
-    "InternalServerError": "transient",  # 500
-    "ServiceUnavailable": "transient",  # 503
-    "Shutdown": "transient",  # 503: the server is going away; reconnect
-    "IdleTimeout": "transient",  # 400: the connection sat idle too long; reconnect
-    "ExpiredProviderToken": "auth",  # 403: iat over an hour ago
-    "InvalidProviderToken": "auth",  # 403: bad signature, unknown kid, wrong team
-    "MissingProviderToken": "auth",  # 403: no authorization header
-}
-
-
 def outcome(status: int, reason: str, headers: httpx.Headers) -> SendResult:
-    """What an APNs answer means for the message."""
+    """What an APNs answer means for the message (errors.py classifies it by its reason, else status)."""
     if status == 200:
         return Delivered(headers.get("apns-id", ""))
-    kind = REASONS.get(reason)
-    text = f"{status} {reason}"
-    if kind == "auth":
-        return AuthFailure(text)
-    if kind == "transient":
-        return TransientFailure(text, retry_after(headers))
-    if kind == "permanent":
-        return PermanentFailure(text)
-    return classify(status, reason, headers)
+    _, verdict = lookup("apns", status, reason)
+    return failure(verdict, f"{status} {reason}", headers)
 
 
 class TokenSource(Protocol):
@@ -184,6 +148,8 @@ class ApnsClient:
         self.base_url = base_url.rstrip("/")
         self.topic = topic
         self.tokens = tokens
+        team = tokens.team_id if isinstance(tokens, SigningKey) else "-"  # a static bearer names no team
+        self.account = f"apns:{team}/{topic}"
         self.timeout = httpx.Timeout(timeout_s)
         self.limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=KEEPALIVE_S
@@ -237,7 +203,7 @@ class ApnsClient:
             return PermanentFailure(f"PayloadTooLarge: {len(body)} bytes, APNs takes {MAX_PAYLOAD_BYTES}")
         token = self.tokens.current()
         result = await self._post(message, body, token)
-        if isinstance(result, AuthFailure) and self.tokens.refused(token):
+        if isinstance(result, AuthFailure) and result.refresh and self.tokens.refused(token):
             result = await self._post(message, body, self.tokens.current())
         return result
 

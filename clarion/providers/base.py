@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -54,9 +54,12 @@ class AuthFailure:
     A client refreshes its credentials and tries once more before answering this; dispatch
     then holds the channel (no provider calls for a while, messages waiting without
     spending attempts) and logs an alert, rather than burn messages against a bad key.
+    `refresh`: whether fresh credentials may help (errors.py); false when the account itself
+    is refused, so the client answers at once.
     """
 
     reason: str
+    refresh: bool = field(default=True, compare=False)  # a hint to the client, not part of the answer
 
 
 SendResult = Delivered | TransientFailure | PermanentFailure | AuthFailure
@@ -64,6 +67,9 @@ SendResult = Delivered | TransientFailure | PermanentFailure | AuthFailure
 
 class ProviderClient(Protocol):
     channel: str
+    # The provider account its sends count against, e.g. "twilio:+15550000000": fleet-wide rate
+    # buckets are per account (ratelimit.py). Clients without one share their channel's bucket.
+    account: str
 
     async def send(self, message: OutboundMessage) -> SendResult: ...
     async def close(self) -> None: ...
@@ -138,9 +144,3 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
         when = when.replace(tzinfo=UTC)
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
-
-def classify(status: int, reason: str, headers: Mapping[str, str]) -> TransientFailure | PermanentFailure:
-    """The common rule: 408, 429 and 5xx are transient, other errors are permanent."""
-    if status in (408, 429) or status >= 500:
-        return TransientFailure(f"{status} {reason}", retry_after(headers))
-    return PermanentFailure(f"{status} {reason}")

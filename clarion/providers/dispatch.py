@@ -13,9 +13,10 @@ every message against a bad key. The same holds a channel whose circuit is open.
 
 A channel may have a fallback: a second account or region (providers/registry.py
 build_fallbacks). While the primary is held or its circuit is open, the channel's orders
-go to the fallback instead of being held; the fallback has its own hold, circuit and rate
-bucket, all under the name `<channel>/fallback`. The primary is tried again as soon as its
-hold or circuit ends. Only when both are unavailable are the orders held.
+go to the fallback instead of being held; the fallback has its own hold, circuit and rate,
+all under the name `<channel>/fallback` (its rate bucket is its own provider account's:
+ratelimit.py). The primary is tried again as soon as its hold or circuit ends. Only when
+both are unavailable are the orders held.
 
 Dispatch runs in the worker (`InlineDispatch`) or, with Redis, in a sender process the
 worker starts (providers/sender.py): then a worker killed mid-call leaves no claim
@@ -119,7 +120,7 @@ def reply_for(result: SendResult) -> Reply:
 
 
 def fallback_key(channel: str) -> str:
-    """The name of a channel's fallback account: for its hold, its circuit and its rate bucket."""
+    """The name of a channel's fallback account: for its hold, its circuit and its configured rate."""
     return channel + "/fallback"
 
 
@@ -214,9 +215,11 @@ class Dispatcher:
     async def _send(self, order: Order, account: str) -> SendResult:
         limit = self._limits.setdefault((order.lane, account), asyncio.Semaphore(self.concurrency))
         try:
-            await self.limiter.permit(account)  # the fleet-wide rate (no wait when the account has none)
+            client = self.client(account)
+            # the fleet-wide rate of the provider account (no wait when its channel has none), critical first
+            await self.limiter.permit(account, getattr(client, "account", "") or account, order.lane)
             async with limit:
-                return await self.client(account).send(order.message())
+                return await client.send(order.message())
         except Exception as exc:  # a client bug must not take the batch down; retries are bounded
             log.exception("provider client failed on %s", order.delivery_id)
             return TransientFailure(f"client_error: {exc!r}")
@@ -256,9 +259,10 @@ def dispatcher_for(
 ) -> Dispatcher:  # fmt: skip
     """A dispatcher with the settings' concurrency, holds, fleet-wide rates, circuit breaker and fallbacks.
 
-    `fallbacks` default to the settings' (registry.build_fallbacks). A fallback account is
-    limited in its own bucket: its rate is `<channel>/fallback=…` in provider_rates, else
-    the same rate as its channel's primary.
+    `fallbacks` default to the settings' (registry.build_fallbacks). A fallback account's
+    rate is `<channel>/fallback=…` in provider_rates, else the same rate as its channel's
+    primary. Buckets are per provider account (each client's
+    `account`), so two sender numbers or projects of one channel each get the channel's rate.
     """
     if fallbacks is None:
         from clarion.providers.registry import build_fallbacks  # it imports every client module
@@ -268,7 +272,7 @@ def dispatcher_for(
     for channel in fallbacks:
         if channel in rates:
             rates.setdefault(fallback_key(channel), rates[channel])
-    limiter = RateLimiter(rates, settings.redis, settings.topic_prefix)
+    limiter = RateLimiter(rates, settings.redis, settings.topic_prefix, settings.provider_rate_reserve)
     breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_open_s)
     return Dispatcher(clients, ledger, settings.provider_concurrency, settings.provider_auth_hold_s, limiter, breaker,
                       fallbacks)  # fmt: skip

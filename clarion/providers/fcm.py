@@ -7,7 +7,7 @@ import logging
 import time
 from datetime import UTC
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import google.auth.transport.urllib3
 import orjson
@@ -21,50 +21,25 @@ from clarion.providers.base import (
     Delivered,
     HttpProvider,
     OutboundMessage,
-    PermanentFailure,
     SendResult,
     TransientFailure,
-    retry_after,
 )
+from clarion.providers.errors import Verdict, failure, lookup
 from clarion.topology.settings import Settings
 
 log = logging.getLogger("clarion.providers.fcm")
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
-Kind = Literal["permanent", "transient", "rate_limited", "auth"]
-
-# The one table of what FCM's answers mean, by FcmError errorCode, else the google.rpc status.
-# permanent: the message or token cannot succeed; transient: retry later (rate_limited: after
-# the Retry-After FCM gives); auth: our credentials, not the message (refresh, then hold the channel).
-ERRORS: dict[str, Kind] = {
-    "UNREGISTERED": "permanent",  # 404: the token is dead (app uninstalled, token rotated)
-    "INVALID_ARGUMENT": "permanent",  # 400: malformed token or payload
-    "SENDER_ID_MISMATCH": "permanent",  # 403: the token belongs to another Firebase project
-    "QUOTA_EXCEEDED": "rate_limited",  # 429
-    "RESOURCE_EXHAUSTED": "rate_limited",  # 429 without an FCM code
-    "UNAVAILABLE": "transient",  # 503
-    "INTERNAL": "transient",  # 500
-    "UNAUTHENTICATED": "auth",  # 401: access token expired, revoked or not ours
-    "THIRD_PARTY_AUTH_ERROR": "auth",  # 401: the APNs / web push credential configured in Firebase
-    "PERMISSION_DENIED": "auth",  # 403 without an FCM code: the service account may not send for this project
-}
-
-
-def error_kind(status: int, body: dict[str, Any]) -> tuple[str, Kind]:
-    """An error answer's code (FcmError errorCode, else the rpc status) and what it means."""
+def error_code(status: int, body: dict[str, Any]) -> tuple[str, Verdict]:
+    """An error answer's code (FcmError errorCode, else the rpc status) and its verdict (errors.py)."""
     error = body.get("error")
     error = error if isinstance(error, dict) else {}
     details = error.get("details")
     codes = [d.get("errorCode") for d in details if isinstance(d, dict)] if isinstance(details, list) else []
     codes = [*(c for c in codes if isinstance(c, str)), str(error.get("status", ""))]
-    for code in codes:
-        if code in ERRORS:
-            return code, ERRORS[code]
-    code = next((c for c in codes if c), "UNKNOWN")
-    if status == 401:
-        return code, "auth"
-    return code, "transient" if status in (408, 429) or status >= 500 else "permanent"
+    (_, answer), verdict = lookup("fcm", status, *codes)
+    return (answer if answer in codes else next((c for c in codes if c), "UNKNOWN")), verdict
 
 
 def outcome(answer: Answer | TransientFailure) -> SendResult:
@@ -73,13 +48,8 @@ def outcome(answer: Answer | TransientFailure) -> SendResult:
     body = answer.json()
     if answer.status == 200:
         return Delivered(str(body.get("name", "")))
-    code, kind = error_kind(answer.status, body)
-    reason = f"{answer.status} {code}"
-    if kind == "permanent":
-        return PermanentFailure(reason)
-    if kind == "auth":
-        return AuthFailure(reason)
-    return TransientFailure(reason, retry_after(answer.headers))
+    code, verdict = error_code(answer.status, body)
+    return failure(verdict, f"{answer.status} {code}", answer.headers)
 
 
 class ServiceAccountTokens:
@@ -132,23 +102,23 @@ class ServiceAccountTokens:
             token, expires_at = await asyncio.to_thread(self._mint)
         except RefreshError as exc:  # the token endpoint answered with an error
             why = exc.args[0] if exc.args else repr(exc)
-            failure: TransientFailure | AuthFailure = (
+            problem: TransientFailure | AuthFailure = (
                 TransientFailure(f"token refresh: {why}") if exc.retryable else AuthFailure(f"token refused: {why}")
             )
         except GoogleAuthError as exc:  # the token endpoint could not be reached
-            failure = TransientFailure(f"token endpoint: {exc}")
+            problem = TransientFailure(f"token endpoint: {exc}")
         except Exception as exc:  # never let a background refresh die silently
             log.exception("FCM token refresh failed")
-            failure = TransientFailure(f"token refresh: {exc!r}")
+            problem = TransientFailure(f"token refresh: {exc!r}")
         else:
             now = time.time()
             self.current, self._expires_at = token, expires_at
             self._refresh_at = expires_at - min(self.refresh_margin_s, (expires_at - now) / 4)
             self.refreshes += 1
             return None
-        log.warning("FCM access token refresh failed: %s", failure.reason)
+        log.warning("FCM access token refresh failed: %s", problem.reason)
         self._refresh_at = min(time.time() + 5.0, self._expires_at)  # not again on every send
-        return failure
+        return problem
 
     def _mint(self) -> tuple[str, float]:
         """In a thread: a new token and when it expires (epoch seconds)."""
@@ -172,6 +142,7 @@ class FcmClient(HttpProvider):
     ) -> None:
         super().__init__(base_url, timeout_s)
         self.project = project
+        self.account = f"fcm:{project}"
         self.bearer = bearer
         self.tokens = tokens
         self.path = f"/v1/projects/{project}/messages:send"
@@ -204,7 +175,7 @@ class FcmClient(HttpProvider):
         if not isinstance(bearer, str):
             return bearer
         result = outcome(await self._post(body, bearer))
-        if isinstance(result, AuthFailure):  # expired or revoked under us: a fresh token, one more try
+        if isinstance(result, AuthFailure) and result.refresh:  # expired or revoked under us: fresh token, once more
             refused = await self.tokens.refresh(bearer)
             if refused is not None:
                 return refused

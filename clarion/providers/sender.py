@@ -69,6 +69,10 @@ class SenderProcess:
         self._ids = itertools.count()
         self._starting = asyncio.Lock()
 
+    async def start(self) -> None:
+        """Start it now, so its imports and connections are done before the first delivery (~1 s)."""
+        await self._started()
+
     async def run(self, orders: Sequence[Order]) -> list[Reply]:
         proc = await self._started()
         batch_id = next(self._ids)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -30,11 +30,10 @@ from clarion.providers.base import (
     Delivered,
     HttpProvider,
     OutboundMessage,
-    PermanentFailure,
     SendResult,
     TransientFailure,
-    retry_after,
 )
+from clarion.providers.errors import failure, lookup
 
 log = logging.getLogger("clarion.providers.ses")
 
@@ -80,50 +79,7 @@ def decode_tag(tag: str) -> str:
     return "".join(out)
 
 
-# --- error taxonomy ----------------------------------------------------------------------
-Kind = Literal["permanent", "transient", "throttled", "refresh", "config"]
-
-# The one place SES answers are classified (by the code in x-amzn-ErrorType or __type).
-# refresh: our credentials may be stale: refresh them and try once more, then AuthFailure.
-# config: the account cannot send at all: AuthFailure at once, so dispatch holds the
-# channel and alerts instead of burning messages.
-SES_ERRORS: dict[str, Kind] = {
-    "MessageRejected": "permanent",
-    "BadRequestException": "permanent",
-    "NotFoundException": "permanent",
-    "MailFromDomainNotVerifiedException": "permanent",
-    "MailFromDomainNotVerified": "permanent",
-    "TooManyRequestsException": "throttled",
-    "LimitExceededException": "throttled",
-    "Throttling": "throttled",
-    "ThrottlingException": "throttled",
-    "ExpiredToken": "refresh",
-    "ExpiredTokenException": "refresh",
-    "InvalidClientTokenId": "refresh",
-    "UnrecognizedClientException": "refresh",
-    "SignatureDoesNotMatch": "refresh",
-    "InvalidSignatureException": "refresh",  # also a clock more than 5 minutes off
-    "IncompleteSignatureException": "refresh",
-    "MissingAuthenticationTokenException": "refresh",
-    "AccessDeniedException": "refresh",
-    "AccountSuspendedException": "config",
-    "SendingPausedException": "config",
-}
-
-
-def error_kind(status: int, code: str) -> Kind:
-    """SES_ERRORS for a known code; otherwise by status (403 auth, 408/429/5xx transient)."""
-    if code in SES_ERRORS:
-        return SES_ERRORS[code]
-    if status == 403:
-        return "refresh"
-    if status == 429:
-        return "throttled"
-    if status == 408 or status >= 500:
-        return "transient"
-    return "permanent"
-
-
+# --- errors: classified by errors.py, by the code in x-amzn-ErrorType or __type ------------
 def error_code(answer: Answer) -> str:
     """The error code of an SES answer: x-amzn-ErrorType ("Code:uri") or the body's __type/code."""
     body = answer.json()
@@ -274,6 +230,7 @@ class SesClient(HttpProvider):
     ) -> None:  # fmt: skip
         super().__init__(base_url, timeout_s)
         self.region = region
+        self.account = f"ses:{region}"  # one AWS account per deployment (one credentials source): its region's quota
         self.credentials = credentials
         self.sender = sender
         self.configuration_set = configuration_set  # its event destination (SNS) carries the tags back as feedback
@@ -306,16 +263,15 @@ class SesClient(HttpProvider):
         try:
             creds = await self.credentials.get()
             result = await self._call(payload, creds)
-            if not isinstance(result, _Refused):
-                return result
-            fresh = await self.credentials.refresh(creds)
-            if fresh != creds:
-                result = await self._call(payload, fresh)
+            if isinstance(result, AuthFailure) and result.refresh:  # stale credentials? fresh ones, once more
+                fresh = await self.credentials.refresh(creds)
+                if fresh != creds:
+                    result = await self._call(payload, fresh)
         except NoCredentials as exc:
             return AuthFailure(f"no AWS credentials: {exc}")
-        return AuthFailure(result.reason) if isinstance(result, _Refused) else result
+        return result
 
-    async def _call(self, payload: bytes, creds: AwsCredentials) -> SendResult | _Refused:
+    async def _call(self, payload: bytes, creds: AwsCredentials) -> SendResult:
         headers = sigv4_headers(
             self.base_url + PATH, payload, self.region, "ses", creds.access_key, creds.secret_key,
             datetime.now(UTC), creds.session_token,
@@ -326,22 +282,8 @@ class SesClient(HttpProvider):
         if answer.status == 200:
             return Delivered(str(answer.json().get("MessageId", "")))
         code = error_code(answer)
-        reason = f"{answer.status} {code}"
-        kind = error_kind(answer.status, code)
-        if kind == "permanent":
-            return PermanentFailure(reason)
-        if kind in ("transient", "throttled"):
-            return TransientFailure(reason, retry_after(answer.headers))
-        if kind == "config":
-            return AuthFailure(reason)
-        return _Refused(reason)
-
-
-@dataclass(frozen=True)
-class _Refused:
-    """SES refused the credentials: refresh and retry before it becomes an AuthFailure."""
-
-    reason: str
+        _, verdict = lookup("ses", answer.status, code)
+        return failure(verdict, f"{answer.status} {code}", answer.headers)
 
 
 def sigv4_headers(

@@ -56,8 +56,9 @@ class PartitionedStore:
         return [(k, data[k]) for k in keys]
 
     def keys(self, partition: int) -> list[bytes]:
-        """Every key of one partition (for small tables: campaigns, cursors)."""
+        """Every key of one partition (for small tables: campaigns, cursors); not faust's own offset key."""
         db = self._db(partition)
         if db is not None:
-            return list(db.keys())
+            offset_key = getattr(self.table.data, "offset_key", None)
+            return [key for key in db.keys() if key != offset_key]
         return list(self.table.data.keys())

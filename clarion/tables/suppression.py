@@ -9,6 +9,13 @@ that hears the answer (deliver, feedback) records it and the route stage reads i
 locally. A suppressed address is skipped when a notification
 is routed (outcome `suppressed`); a profile upsert that adds the address anew (a new
 device registering the token again, a user texting START and being re-added) clears it.
+
+A dead push token is also removed from the user's profile in the users table (same
+partition, written through the one users writer the users agent folds upserts with, so
+the changelog keeps the order of the local writes): the profile no longer lists it, and
+routing finds the user's other devices only. An upsert that lists the token again adds
+it anew, which clears its suppression (the app registered it again, or a client re-sent a
+stale profile: then one more call finds it dead and removes it again).
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
+from clarion.schemas.codec import decode as decode_record
+from clarion.schemas.codec import encode as encode_record
+from clarion.schemas.records import UserProfile
 
 # (channel, a fragment of the provider's permanent-failure reason) that suppress the address
 SUPPRESSING = (
@@ -30,6 +41,8 @@ SUPPRESSING = (
 # (they pass): 30003 handset off or out of coverage, 30007 carrier filtering of the content,
 # 30008 unknown error, 30034 unregistered sender.
 SMS_GONE = frozenset({"21610", "30004", "30005", "30006"})
+
+PUSH = ("apns", "fcm")  # channels whose suppressed addresses (device tokens) are removed from the profile
 
 Suppressions = dict[str, str]  # "channel|address" -> the reason
 
@@ -69,10 +82,15 @@ def encode(entries: Suppressions) -> bytes:
 
 
 class SuppressionBook:
-    """The suppression table as the stages use it: read and changed by explicit partition."""
+    """The suppression table as the stages use it: read and changed by explicit partition.
 
-    def __init__(self, writer: Any) -> None:
+    `users` is the users table's writer (the one the users agent folds upserts with):
+    a dead push token leaves the profile too.
+    """
+
+    def __init__(self, writer: Any, users: Any = None) -> None:
         self.writer = writer
+        self.users = users
 
     def of(self, partition: int, user_key: str) -> Suppressions:
         return decode(self.writer.get(partition, user_key.encode()))
@@ -81,6 +99,22 @@ class SuppressionBook:
         entries = self.of(partition, user_key)
         entries[entry(channel, address)] = reason
         self.writer.set(partition, user_key.encode(), encode(entries))
+        if channel in PUSH and self.users is not None:
+            self.drop_token(partition, user_key, channel, address)
+
+    def drop_token(self, partition: int, user_key: str, channel: str, token: str) -> bool:
+        """Remove a push token from the user's stored profile; whether it was there."""
+        raw = self.users.get(partition, user_key.encode())
+        if raw is None:
+            return False
+        user = decode_record(UserProfile, raw)
+        field = "apns_tokens" if channel == "apns" else "fcm_tokens"
+        tokens: list[str] = getattr(user, field)
+        if token not in tokens:
+            return False
+        kept = msgspec.structs.replace(user, **{field: [t for t in tokens if t != token]})
+        self.users.set(partition, user_key.encode(), encode_record(kept))
+        return True
 
     def clear(self, partition: int, user_key: str, addresses: set[tuple[str, str]]) -> int:
         """Forget these (channel, address) pairs; how many were suppressed."""
@@ -98,3 +132,5 @@ class SuppressionBook:
 
     async def flush(self) -> None:
         await self.writer.flush()
+        if self.users is not None:
+            await self.users.flush()

@@ -6,6 +6,7 @@ import socket
 
 import faust
 
+from clarion.agents import group_id
 from clarion.logs import LOGGING_CONFIG
 from clarion.topology import fetching, tansu
 from clarion.topology.settings import Settings
@@ -16,7 +17,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
     """A faust App configured from `settings` (default: the environment) with the topology."""
     s = settings or Settings.from_env()
     app = faust.App(
-        s.app_id,
+        group_id(s),  # `app_id`, or its promo workers' own group (agents/__init__.py)
         broker=s.broker_url,
         store="rocksdb://",
         datadir=s.data_dir,

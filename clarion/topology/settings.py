@@ -44,9 +44,12 @@ class Settings:
     promo_max_lag_records: int = 400  # promo lane records not yet consumed above which expansion waits
     promo_frequency_cap: str = ""  # "N/seconds": at most N campaigns per user per window (e.g. "3/86400"); empty: none
     promo_tick_s: float = 0.1  # how often the scheduler looks for due campaigns and expansion takes a step
+    preview_max_users: int = 200_000  # users one POST /audiences/preview reads at most; more: "complete": false
+    lanes: str = "all"  # `clarion worker --lanes`: "all", "critical" (and campaigns) or "promo" (agents/__init__.py)
     provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
     provider_rates: str = ""  # fleet-wide sends per second per channel, e.g. "sms=100,email=14/28" (rate/burst)
+    provider_rate_reserve: float = 0.2  # share of each account's rate bucket (burst) only critical sends may take
     circuit_failures: int = 20  # transient failures in a row that open a channel's circuit
     circuit_open_s: float = 5.0  # how long an open circuit holds the channel's messages
     provider_auth_hold_s: float = 30.0  # no calls to a provider that refused our credentials, for this long
@@ -91,6 +94,9 @@ class Settings:
     twilio_fallback_auth_token: str = ""
     twilio_fallback_from: str = ""
     twilio_status_callback: str = ""  # empty: derived from webhook_base_url (status_callback_url)
+    # Twilio Webhooks SharedKeys (Webhook Settings, public beta): "<key id>=<secret>[,…]". A callback whose
+    # X-Twilio-Webhooks-Signature-Settings names one of these keys is checked with its secret and algorithm.
+    twilio_webhook_shared_keys: str = ""
     # The public URL of the API's root as providers reach it (e.g. https://hooks.example.com): Twilio
     # signs the URL it calls, so the webhooks check signatures against this, not what the proxy forwards.
     webhook_base_url: str = ""

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from clarion.agents import check_lanes
 from clarion.logs import event
 from clarion.providers.base import ProviderClient
 from clarion.providers.dispatch import Dispatcher, dispatcher_for
@@ -31,6 +32,7 @@ from clarion.tables.templates_view import TemplatesView
 from clarion.tables.users_progress import UsersProgress
 from clarion.topology.admin import ensure_topics
 from clarion.topology.catalog import TopicSpec, catalog
+from clarion.topology.gaps import GapHealer
 from clarion.topology.offsets import BrokerOffsets
 from clarion.topology.outbox import Outbox
 from clarion.topology.settings import Settings
@@ -59,17 +61,20 @@ class Topology:
         }
         # Raw keys and values: table routing hashes the changelog key, which must match the
         # source topic's; values are clarion's own JSON, written through ChangelogWriter.
+        # A promo-lanes worker (`--lanes promo`) holds no tables: they are None (agents/__init__.py).
+        self.holds_tables = check_lanes(settings) != "promo"
+        new_table: Any = app.Table if self.holds_tables else _no_table
         table = {"key_type": bytes, "value_type": bytes}
-        self.idempotency = app.Table("idempotency", partitions=settings.critical_partitions, **table)
-        self.users = app.Table("users", partitions=settings.critical_partitions, **table)
+        self.idempotency = new_table("idempotency", partitions=settings.critical_partitions, **table)
+        self.users = new_table("users", partitions=settings.critical_partitions, **table)
         # Status lives with the user's requests and lanes, so each stage folds its own outcomes.
-        self.status = app.Table("status", partitions=settings.critical_partitions, **table)
-        self.suppressed = app.Table("suppressed", partitions=settings.critical_partitions, **table)
+        self.status = new_table("status", partitions=settings.critical_partitions, **table)
+        self.suppressed = new_table("suppressed", partitions=settings.critical_partitions, **table)
         # Campaigns: the jobs on promo.jobs' partitions (their owner drives them); each users
         # partition's expansion cursor and each user's recent campaigns (frequency cap) beside the users.
-        self.campaigns = app.Table("campaigns", partitions=settings.promo_partitions, **table)
-        self.cursors = app.Table("cursors", partitions=settings.critical_partitions, **table)
-        self.frequency = app.Table("frequency", partitions=settings.critical_partitions, **table)
+        self.campaigns = new_table("campaigns", partitions=settings.promo_partitions, **table)
+        self.cursors = new_table("cursors", partitions=settings.critical_partitions, **table)
+        self.frequency = new_table("frequency", partitions=settings.critical_partitions, **table)
         self.controls = CampaignControls(
             settings.bootstrap_servers, self.specs["promo.controls"].topic, settings.broker_quirks
         )
@@ -80,7 +85,7 @@ class Topology:
         self.offsets = BrokerOffsets(settings)
         self.users_progress = UsersProgress(self, self.specs["users"].topic)
         self.statuses = StatusBoard(ChangelogWriter(self, self.status))
-        self.suppressions = SuppressionBook(ChangelogWriter(self, self.suppressed))
+        self.suppressions = SuppressionBook(ChangelogWriter(self, self.suppressed), ChangelogWriter(self, self.users))
         self.counters: Counter[tuple[str, ...]] = Counter()
         self.jobs: Any = None  # agents/schedule.py's Jobs, for the campaign pages
         self._clients: dict[str, ProviderClient] | None = None
@@ -177,16 +182,24 @@ class Topology:
         out.add("dlq", key_text or "", encode(letter))
 
 
+def _no_table(name: str, **kwargs: Any) -> None:
+    """What a worker without tables has in their place."""
+    return None
+
+
 def wire(app: faust.App, settings: Settings) -> Topology:
     """Build clarion's whole topology onto `app`."""
     from clarion.agents import register_all
+    from clarion.web.audience_pages import register_audience_pages
     from clarion.web.campaign_pages import register_campaign_pages
     from clarion.web.status import register_status_pages
 
     topo = Topology(app, settings)
     register_all(topo)
     register_status_pages(topo)
-    register_campaign_pages(topo)
+    if topo.holds_tables:  # a promo-lanes worker answers /ready, /stats and /healthz only
+        register_campaign_pages(topo)
+        register_audience_pages(topo)
 
     @app.task
     async def prepare() -> None:
@@ -196,6 +209,16 @@ def wire(app: faust.App, settings: Settings) -> Topology:
         await topo.templates.start()
         await topo.keys.start()
         await topo.controls.start()
+        if isinstance(topo.dispatcher, SenderProcess):
+            await topo.dispatcher.start()
+
+    healer = GapHealer(app)
+
+    @app.timer(5.0, name="clarion.heal_gaps")
+    async def heal_gaps() -> None:
+        """Read again a record faust dropped below acked ones (topology/gaps.py)."""
+        if not app.rebalancing and app.tables.recovery.completed.is_set():
+            await healer.check()
 
     @app.on_partitions_assigned.connect
     async def check_users_progress(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:

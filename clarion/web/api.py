@@ -351,6 +351,7 @@ async def _produce(request: web.Request, name: str, key: str, value: bytes) -> R
 def create_api(settings: Settings) -> web.Application:
     """The API application; its startup connects the producer and reads the templates."""
     from clarion.web.promo import install_promo  # these import this module
+    from clarion.web.users_bulk import post_users_bulk
     from clarion.web.webhooks import install_webhooks
 
     if not settings.status_url:
@@ -373,6 +374,7 @@ def create_api(settings: Settings) -> web.Application:
             web.get("/notif/{notification_id}", get_notif),
             web.post("/template", post_template),
             web.post("/users", post_users),
+            web.post("/users/bulk", post_users_bulk),
             web.get("/healthz", healthz),
             web.get("/ready", ready),
         ]

@@ -1,4 +1,5 @@
-"""Campaign endpoints of the API: POST /promo, GET /promo/{id}, POST /promo/{id}/pause|resume|cancel.
+"""Campaign endpoints of the API: POST /promo, GET /promo/{id}, POST /promo/{id}/pause|resume|cancel,
+and POST /audiences/preview (web/preview.py).
 
 The API validates and produces to promo.jobs (keyed by client/campaign_id); the worker
 that owns the job's partition folds it (agents/schedule.py). Reads are asked of a worker,
@@ -36,6 +37,7 @@ from clarion.web.api import (
     requires,
     trace_id_of,
 )
+from clarion.web.preview import post_audience_preview
 
 ACTIONS = ("pause", "resume", "cancel")
 
@@ -110,5 +112,6 @@ def install_promo(app: web.Application) -> None:
         web.post("/promo", post_promo),
         web.get("/promo/{campaign_id}", get_promo),
         web.post("/promo/{campaign_id}/{action}", post_promo_action),
+        web.post("/audiences/preview", post_audience_preview),
     ])  # fmt: skip
 

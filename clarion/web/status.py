@@ -82,6 +82,8 @@ def register_status_pages(topo: Topology) -> None:
             return caller
         if not is_id(notification_id):
             return malformed(web, "notification_id")
+        if topo.status is None:  # a promo-lanes worker (agents/__init__.py)
+            return web.json({"error": "this worker runs the promo lanes only: ask a critical worker"}, status=503)
         raw = topo.status.get(notification_id)  # every partition this worker holds
         if raw is not None:
             doc = decode_status(raw)

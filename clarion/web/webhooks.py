@@ -37,6 +37,7 @@ MAX_TWILIO_BYTES = 16 * 1024  # a status callback is well under 2 KB
 MAX_SNS_BYTES = 300 * 1024  # SNS messages are at most 256 KB
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
 CERTS = web.AppKey("sns_certificates", sns.CertificateCache)
+SHARED_KEYS = web.AppKey("twilio_shared_keys", dict[str, str])
 
 
 async def _raw(request: web.Request, limit: int) -> bytes:
@@ -88,9 +89,15 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, ValueError):
         raise Rejected(400, "the body is not a form (application/x-www-form-urlencoded)", "body") from None
     url, given = public_url(request), request.headers.get("X-Twilio-Signature", "")
-    tokens = [settings.twilio_auth_token, settings.twilio_fallback_auth_token]  # either account's messages
-    if not any(twilio.valid_signature(url, params, token, given) for token in tokens):
-        event(log, "Twilio webhook with a bad signature refused", logging.WARNING, url=url[:300])
+    shared = request.headers.get(twilio.SETTINGS_HEADER)
+    if shared is None:  # signed with the auth token: either account's messages
+        secrets, algorithm = [settings.twilio_auth_token, settings.twilio_fallback_auth_token], "HMAC_SHA1"
+    else:  # signed with a SharedKey of a Webhook Setting: only that key's secret, with its algorithm
+        key_id, algorithm = twilio.signature_settings(shared)
+        secrets = [request.app[SHARED_KEYS].get(key_id, "")]
+    if not any(twilio.valid_signature(url, params, secret, given, algorithm) for secret in secrets):
+        event(log, "Twilio webhook with a bad signature refused", logging.WARNING, url=url[:300],
+              signature_settings=(shared or "")[:200])  # fmt: skip
         return _json(403, {"error": "invalid X-Twilio-Signature", "errors": [
             {"field": "X-Twilio-Signature", "error": "not Twilio's signature of this URL and body"}]})  # fmt: skip
     nid, did = request.query.get("nid", ""), request.query.get("did", "")
@@ -171,4 +178,5 @@ async def _confirm(request: web.Request, message: dict[str, Any]) -> web.Respons
 def install_webhooks(app: web.Application) -> None:
     """Add the webhook routes to the API, with the SNS certificate cache they share."""
     app[CERTS] = sns.CertificateCache(app[SETTINGS].sns_host_pattern, lambda url: _fetch_certificate(app, url))
+    app[SHARED_KEYS] = twilio.shared_keys(app[SETTINGS].twilio_webhook_shared_keys)
     app.add_routes([web.post("/webhooks/twilio", twilio_webhook), web.post("/webhooks/ses", ses_webhook)])

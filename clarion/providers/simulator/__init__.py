@@ -124,6 +124,7 @@ class Simulator:
     ) -> None:
         self.state = SimulatorState(latency_ms=latency_ms, failure_rate=failure_rate)
         self.apns_account = apns_account or apns.dev_account()  # the key APNs provider tokens must be signed with
+        self.apns_tokens = apns.ProviderTokens()  # provider tokens expired early (apns_tokens.expire_next)
         self.apns_url = ""  # where APNs is served over HTTP/2 (start_simulator: the simulator's own URL)
         self.fcm = fcm.FcmAuth(static_bearer=fcm_bearer, token_lifetime_s=fcm_token_lifetime_s)
         self.twilio_account_sid = twilio_account_sid  # the credentials Twilio requests must carry

@@ -6,6 +6,8 @@ request gets 505). It answers with APNs's statuses and reasons:
 - the provider token (ES256 JWT) must carry the trusted key's `kid` and the team's `iss`,
   verify with the key's public half, and have an `iat` under an hour old and not in the
   future (403 MissingProviderToken, InvalidProviderToken, ExpiredProviderToken);
+  `ProviderTokens.expire_next = n` expires the tokens the next n requests carry (a token
+  is then refused every time it comes back: only a re-minted one passes);
 - `apns-topic` is required; `apns-push-type`, `apns-priority`, `apns-expiration`,
   `apns-collapse-id` (≤ 64 bytes) and `apns-id` (a UUID) must be valid when present;
 - the payload is a JSON object with an `aps` dictionary, ≤ 4096 bytes (413 PayloadTooLarge);
@@ -27,8 +29,8 @@ import re
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,22 @@ MAGIC: dict[str, tuple[int, str]] = {
     "0429": (429, "TooManyRequests"),  # with Retry-After: 1
     "0500": (500, "InternalServerError"),
 }
+
+
+@dataclass
+class ProviderTokens:
+    """Provider tokens the simulator has expired early (an hour passing in a test that takes seconds)."""
+
+    expire_next: int = 0  # the tokens the next n requests carry expire now
+    expired: set[str] = field(default_factory=set)
+
+    def refusal(self, authorization: str) -> str | None:
+        """ExpiredProviderToken for a token expired here (marking the one this request carries if due)."""
+        token = authorization.partition(" ")[2].strip()
+        if token not in self.expired and self.expire_next > 0:
+            self.expire_next -= 1
+            self.expired.add(token)
+        return "ExpiredProviderToken" if token in self.expired else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,8 +119,15 @@ def dev_key_file() -> str:
 
 
 def routes(sim: Simulator) -> list[web.RouteDef]:
-    """What the simulator's HTTP/1.1 side serves for APNs: a refusal (Apple speaks HTTP/2 only)."""
-    return [web.post("/3/device/{token}", http1_refused)]
+    """What the simulator's HTTP/1.1 side serves for APNs: a refusal (Apple speaks HTTP/2 only), and its control."""
+    return [web.post("/3/device/{token}", http1_refused), web.post("/_sim/apns/expire", partial(expire_next, sim))]
+
+
+async def expire_next(sim: Simulator, request: web.Request) -> web.Response:
+    """The provider tokens the next `times` requests carry expire (403 ExpiredProviderToken from then on)."""
+    body = await request.json(loads=orjson.loads)
+    sim.apns_tokens.expire_next = int(body.get("times", 1))
+    return _json(200, {"expire_next": sim.apns_tokens.expire_next})
 
 
 async def http1_refused(request: web.Request) -> web.Response:
@@ -177,7 +202,8 @@ async def handle(sim: Simulator, request: h2c.Request) -> h2c.Response:
         return refused(405, "MethodNotAllowed")
     token, headers, body = match.group(1), request.headers, bytes(request.body)
     status, reason = 0, None
-    if reason := token_refusal(headers.get("authorization", ""), sim.apns_account, time.time()):
+    authorization = headers.get("authorization", "")
+    if reason := token_refusal(authorization, sim.apns_account, time.time()) or sim.apns_tokens.refusal(authorization):
         status = 403
     elif reason := header_refusal(headers):
         status = 400

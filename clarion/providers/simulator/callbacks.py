@@ -6,7 +6,11 @@ signed with X-Twilio-Signature (the simulator's auth token). SES: SNS notificati
 events to the configured endpoint: Bounce (Permanent) for bounce@, Delivery then
 Complaint for complaint@, Delivery for every other recipient, each carrying the message's
 tags in `mail.tags`; signed SHA1withRSA (SignatureVersion 1) with a key whose self-signed
-certificate the simulator serves at its SigningCertURL.
+certificate the simulator serves at its SigningCertURL. SNS subscriptions: `subscribe()`
+POSTs a signed SubscriptionConfirmation to an endpoint, as SNS does when an HTTP(S)
+subscription is created; its SubscribeURL (GET /?Action=ConfirmSubscription on the
+simulator, like sns.<region>.amazonaws.com) confirms it when the token is one it issued
+for that topic, and counts every visit (`confirmations`).
 
 Off until `enable()` is called. Sending never holds up the provider endpoint: each
 message's callbacks run in their own task, at most MAX_PENDING at a time (more are dropped
@@ -21,11 +25,13 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
+from xml.sax.saxutils import escape
 
 import aiohttp
 import orjson
@@ -48,10 +54,12 @@ UNDELIVERED = {
 }
 
 
-def twilio_signature(url: str, params: dict[str, str], auth_token: str) -> str:
-    """Twilio's X-Twilio-Signature: HMAC-SHA1 over the URL and the sorted name+value pairs, base64."""
+def twilio_signature(url: str, params: dict[str, str], auth_token: str, algorithm: str = "HMAC_SHA1") -> str:
+    """Twilio's X-Twilio-Signature: HMAC-SHA1 (or a SharedKey's HMAC_SHA256) over the URL and the sorted
+    name+value pairs, base64."""
     data = url + "".join(f"{k}{params[k]}" for k in sorted(params))
-    return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    digest = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}[algorithm]
+    return base64.b64encode(hmac.new(auth_token.encode(), data.encode(), digest).digest()).decode()
 
 
 @dataclass
@@ -99,11 +107,49 @@ class Callbacks:
     sent: list[dict[str, Any]] = field(default_factory=list)  # every callback made: kind, url, answer
     dropped: int = 0
     session: aiohttp.ClientSession | None = None
+    subscription_tokens: dict[str, str] = field(default_factory=dict)  # token -> the topic it confirms
+    # A Webhook Setting's SharedKey that signs Twilio callbacks instead of the auth token: (key id, secret,
+    # algorithm), announced in X-Twilio-Webhooks-Signature-Settings. None: the auth token, HMAC-SHA1.
+    twilio_shared_key: tuple[str, str, str] | None = None
+    confirmations: list[dict[str, Any]] = field(default_factory=list)  # SubscribeURL visits: topic, token, confirmed
 
     def enable(self, sns_endpoint: str = "", topic_arn: str = SNS_TOPIC_ARN) -> None:
         self.enabled, self.sns_endpoint, self.topic_arn = True, sns_endpoint, topic_arn
         if self.signer is None:
             self.signer = SnsSigner.generate()
+
+    # --- SNS subscriptions --------------------------------------------------------------------
+    def subscription_confirmation(self, sim: Simulator, topic_arn: str = "", subscribe_url: str = "") -> dict[str, str]:
+        """A signed SubscriptionConfirmation for `topic_arn` (default: this topic), with a fresh token.
+
+        Its SubscribeURL is the simulator's own unless `subscribe_url` is given (a message SNS
+        would never send, for tests of what the receiver refuses to visit)."""
+        if self.signer is None:
+            self.signer = SnsSigner.generate()
+        topic = topic_arn or self.topic_arn
+        token = secrets.token_hex(64)  # SNS's tokens are long hex strings, valid for one topic
+        self.subscription_tokens[token] = topic
+        query = urlencode({"Action": "ConfirmSubscription", "TopicArn": topic, "Token": token})
+        message = {
+            "Type": "SubscriptionConfirmation", "MessageId": str(uuid.uuid4()), "Token": token, "TopicArn": topic,
+            "Message": f"You have chosen to subscribe to the topic {topic}.\nTo confirm the subscription, visit "
+                       "the SubscribeURL included in this message.",
+            "SubscribeURL": subscribe_url or f"{sim.url}/?{query}", "Timestamp": _iso(), "SignatureVersion": "1",
+            "SigningCertURL": sim.url + CERT_PATH,
+        }  # fmt: skip
+        message["Signature"] = self.signer.sign(message)
+        return message
+
+    async def subscribe(self, sim: Simulator, endpoint: str, topic_arn: str = "") -> Any:
+        """What SNS does when an HTTP(S) subscription is made: POST its SubscriptionConfirmation; the answer."""
+        message = self.subscription_confirmation(sim, topic_arn)
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "SubscriptionConfirmation",
+            "x-amz-sns-message-id": message["MessageId"], "x-amz-sns-topic-arn": message["TopicArn"],
+            "User-Agent": "Amazon Simple Notification Service Agent",
+        }  # fmt: skip
+        await self._post("sns:SubscriptionConfirmation", endpoint, orjson.dumps(message), headers)
+        return self.sent[-1]["answer"]
 
     def _spawn(self, work: Any) -> None:
         if len(self.pending) >= MAX_PENDING:
@@ -148,6 +194,10 @@ class Callbacks:
                 "Content-Type": "application/x-www-form-urlencoded",
                 "User-Agent": "TwilioProxy/1.1",
             }
+            if self.twilio_shared_key is not None:
+                key_id, secret, algorithm = self.twilio_shared_key
+                headers["X-Twilio-Signature"] = twilio_signature(callback, params, secret, algorithm)
+                headers["X-Twilio-Webhooks-Signature-Settings"] = f"key={key_id},algorithm={algorithm}"
             await self._post(f"twilio:{status}", callback, urlencode(params).encode(), headers)
 
     # --- SES via SNS ------------------------------------------------------------------------
@@ -221,6 +271,36 @@ async def certificate(sim: Simulator, request: web.Request) -> web.Response:
     return web.Response(body=signer.cert_pem, content_type="application/x-pem-file")
 
 
+SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
+
+
+async def confirm_subscription(sim: Simulator, request: web.Request) -> web.Response:
+    """GET /?Action=ConfirmSubscription&TopicArn=…&Token=…: SNS's SubscribeURL (its Query API, XML answers)."""
+    query = request.query
+    if query.get("Action") != "ConfirmSubscription":
+        return _sns_error(400, "InvalidAction", f"Unknown action {query.get('Action', '')[:40]}")
+    topic, token = query.get("TopicArn", ""), query.get("Token", "")
+    confirmed = bool(token) and sim.callbacks.subscription_tokens.get(token) == topic
+    sim.callbacks.confirmations.append({"topic": topic, "token": token, "confirmed": confirmed})
+    if not confirmed:
+        return _sns_error(400, "InvalidParameter", "Invalid token")
+    arn = f"{topic}:{uuid.uuid5(uuid.NAMESPACE_URL, token)}"
+    body = (
+        f'<ConfirmSubscriptionResponse xmlns="{SNS_XMLNS}"><ConfirmSubscriptionResult>'
+        f"<SubscriptionArn>{escape(arn)}</SubscriptionArn></ConfirmSubscriptionResult>"
+        f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata></ConfirmSubscriptionResponse>"
+    )
+    return web.Response(status=200, text=body, content_type="text/xml")
+
+
+def _sns_error(status: int, code: str, message: str) -> web.Response:
+    body = (
+        f'<ErrorResponse xmlns="{SNS_XMLNS}"><Error><Type>Sender</Type><Code>{code}</Code>'
+        f"<Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+    )
+    return web.Response(status=status, text=body, content_type="text/xml")
+
+
 def routes(sim: Simulator) -> list[web.RouteDef]:
-    """The SigningCertURL SNS messages name."""
-    return [web.get(CERT_PATH, partial(certificate, sim))]
+    """The SigningCertURL SNS messages name, and the SubscribeURL of its confirmations."""
+    return [web.get(CERT_PATH, partial(certificate, sim)), web.get("/", partial(confirm_subscription, sim))]
