@@ -7,6 +7,8 @@ and a fresh consumer group on it. The simulator answers at 0 ms. Phases:
   pipeline  requests preloaded on critical.requests -> simulator receipts, one worker
   latency   open-loop POST /notif at fixed rates -> simulator receipts (API + worker)
   ingest    POST /notif and POST /notif/batch into one API process
+  campaign  a campaign's fanout rate (executions/s, one worker) and end-to-end rate; critical
+            latency at 1,000/s with no campaign and while one sends (bench/campaign.py)
 
 The API phases send an API key of client "bench" (scopes send, read), made per phase.
 
@@ -33,7 +35,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench import stack
+from bench import campaign, stack
 from clarion.keys import create_key
 from clarion.schemas.codec import encode
 from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis
@@ -179,10 +181,15 @@ class Bench:
             row = json.loads(line)
             if row["nid"]:
                 sent[row["nid"]] = row["scheduled"]
+        # Receipts fetched as they come (only the new ones each time), and only this loop's
+        # counted: a campaign may be delivering on the same simulator meanwhile.
         deadline = time.monotonic() + 30
         receipts: dict[str, float] = {}
+        seen = before
         while time.monotonic() < deadline:
-            receipts = {r["nid"]: r["at"] for r in await stack.deliveries(self.sim_url, since=before)}
+            rows = await stack.deliveries(self.sim_url, since=seen)
+            seen += len(rows)
+            receipts.update((r["nid"], r["at"]) for r in rows if r.get("nid") in sent)
             if len(receipts) >= len(sent):
                 break
             await asyncio.sleep(0.5)
@@ -310,6 +317,8 @@ class Bench:
             self.results["latency"] = await self.latency([200, 1000, 3000], args.duration)
         if "ingest" in phases:
             self.results["ingest"] = await self.ingest(args.duration)
+        if "campaign" in phases:
+            self.results["campaign"] = await campaign.Phase(self).run()
         return self.results
 
     def close(self) -> None:
@@ -431,6 +440,7 @@ def table(r: dict[str, Any]) -> str:
                 f"p50 {batch['resp_p50_ms']} / p99 {batch['resp_p99_ms']} ms per request",
             )
         )
+    rows.extend(campaign.rows(r.get("campaign", {})))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -458,7 +468,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--phases", default="ceiling,pipeline,latency,ingest", help="comma-separated subset")
+    parser.add_argument("--phases", default="ceiling,pipeline,latency,ingest,campaign", help="comma-separated subset")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (dev default: 4)")
     parser.add_argument("--requests", type=int, default=30_000, help="preloaded requests per pipeline run")
     parser.add_argument("--per-record", type=int, default=100, help="requests per record in the batched runs")
@@ -467,6 +477,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grow", type=int, default=100_000, help="notifications pushed before the last latency row")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the ceiling and the main pipeline row")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of the worker (speedscope JSON)")
+    parser.add_argument("--campaign-users", type=int, default=100_000, help="users of each campaign (e.g. 1000000)")
+    parser.add_argument("--campaign-channel", choices=["email", "sms"], default="email", help="the campaigns' channel")
+    parser.add_argument("--campaign-rate", type=float, default=1000.0, help="critical POST /notif/s beside a campaign")
+    parser.add_argument(
+        "--campaign-lanes",
+        choices=["all", "split"],
+        default="all",
+        help="fanout row: one `all` worker, or expansion in a `critical` worker and delivery in a `promo` one",
+    )
     return parser.parse_args(argv)
 
 

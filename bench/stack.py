@@ -174,19 +174,21 @@ async def deliveries(sim_url: str, since: int = 0) -> list[dict[str, Any]]:
         return orjson.loads(await resp.read())["deliveries"]
 
 
+def user(i: int, channels: list[str]) -> UserProfile:
+    """User u{i} with an address on every channel the bench uses."""
+    return UserProfile(
+        client_id=CLIENT,
+        user_id=f"u{i}",
+        email=f"u{i}@example.com" if "email" in channels else None,
+        phone=f"+1415555{i:04d}" if "sms" in channels else None,
+        fcm_tokens=[f"fcm-token-bench-{i:08d}"] if "fcm" in channels else [],
+        apns_tokens=[f"{i:064x}"] if "apns" in channels else [],
+    )
+
+
 def users(n: int, channels: list[str]) -> list[UserProfile]:
     """u0..u{n-1} with an address on every channel the bench uses."""
-    return [
-        UserProfile(
-            client_id=CLIENT,
-            user_id=f"u{i}",
-            email=f"u{i}@example.com" if "email" in channels else None,
-            phone=f"+1415555{i:04d}" if "sms" in channels else None,
-            fcm_tokens=[f"fcm-token-bench-{i:08d}"] if "fcm" in channels else [],
-            apns_tokens=[f"{i:064x}"] if "apns" in channels else [],
-        )
-        for i in range(n)
-    ]
+    return [user(i, channels) for i in range(n)]
 
 
 async def seed(settings: Settings, user_list: list[UserProfile]) -> None:

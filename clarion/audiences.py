@@ -113,7 +113,9 @@ def audience_from_body(value: Any) -> Audience:
     """
     if not isinstance(value, dict):
         raise ValidationFailed([{"field": "audience", "error": _SHAPE}])
-    chosen = [name for name in ("all", "user_ids", "where") if value.get(name) not in (None, False)]
+    # null leaves a form out, and so does "all": false; nothing else does (0 == False, but 0 is not false)
+    chosen = [name for name in ("all", "user_ids", "where") if value.get(name) is not None and
+              not (name == "all" and value[name] is False)]  # fmt: skip
     if len(chosen) != 1 or (chosen == ["all"] and value["all"] is not True):
         raise ValidationFailed([{"field": "audience", "error": _SHAPE}])
     if unknown := sorted(k for k in value if k not in ("all", "user_ids", "where"))[:5]:

@@ -14,10 +14,11 @@ from clarion.topology.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="clarion", description=__doc__)
+    parser = argparse.ArgumentParser(prog="clarion", description=__doc__, epilog=SETTINGS_NOTE)
+    parser.add_argument("--version", action="version", version=f"clarion {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="embedded broker + Redis + simulator + API + worker, with a demo")
-    dev.add_argument("--no-demo", action="store_true")
+    dev.add_argument("--no-demo", action="store_true", help="skip the demo: just start the stack and serve")
     dev.add_argument("--exit", action="store_true", help="stop after the demo")
     dev.add_argument("--callbacks", action="store_true",
                      help="the simulator sends Twilio status callbacks and SES events (SNS) to the API's webhooks")
@@ -29,18 +30,20 @@ def main(argv: list[str] | None = None) -> None:
     keys = sub.add_parser("keys", help="API keys: create, list, revoke (needs CLARION_KAFKA)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="a new key for CLIENT_ID, printed once")
-    create.add_argument("client_id")
-    create.add_argument("--scopes", default="send,users,templates,read", help="comma-separated (default: all)")
+    create.add_argument("client_id", help="the client (tenant) the key acts for")
+    create.add_argument("--scopes", default="send,users,templates,read",
+                        help="comma-separated, of send, users, templates, read, metrics (default: send,users,"
+                             "templates,read; metrics is for the operator's Prometheus: GET /metrics)")  # fmt: skip
     create.add_argument("--name", default="", help="a label to tell keys apart")
     keys_sub.add_parser("list", help="every key: id, client, scopes, created, revoked")
     revoke = keys_sub.add_parser("revoke", help="stop accepting a key")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id, as `clarion keys list` prints it")
     users = sub.add_parser("users", help="users: import a JSON-lines file through the API")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     importing = users_sub.add_parser(
         "import", help="post FILE (one POST /users body per line) to POST /users/bulk; exit 1 if any line is rejected"
     )
-    importing.add_argument("file", type=Path)
+    importing.add_argument("file", type=Path, help="JSON lines: one POST /users body per line")
     importing.add_argument("--key", default=os.environ.get("CLARION_API_KEY", ""),
                            help="an API key with the users scope (default: $CLARION_API_KEY)")  # fmt: skip
     importing.add_argument("--api", default="", help="the API's URL (default: http://<CLARION_API_HOST>:<port>)")
@@ -56,9 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     again.add_argument("--reason", help="every dead letter whose reason contains this")
     again.add_argument("--all", action="store_true", help="every dead letter")
     sim = sub.add_parser("simulator", help="the provider simulator")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9900)
-    sim.add_argument("--latency-ms", type=float, default=0.0)
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=9900, help="port for every provider, APNs over HTTP/2 too "
+                     "(default: 9900)")  # fmt: skip
+    sim.add_argument("--latency-ms", type=float, default=0.0, help="added to every provider call (default: 0)")
+    _describe_subcommands(parser)
     args = parser.parse_args(argv)
 
     if args.command == "worker":
@@ -86,9 +91,36 @@ def main(argv: list[str] | None = None) -> None:
         logging.config.dictConfig(LOGGING_CONFIG)
         settings = Settings.from_env()
         uvloop.install()
-        web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port, access_log=None)
+        # print=None: no text banner; the access log is clarion's own JSON line (web/metrics.py)
+        logging.getLogger("clarion.api").info("API starting on %s:%s", settings.api_host, settings.api_port)
+        web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port, access_log=None,
+                    print=None)  # fmt: skip
     elif args.command == "simulator":
         asyncio.run(_simulator(args))
+
+
+SETTINGS_NOTE = "Settings come from CLARION_* environment variables (README: Configuration; topology/settings.py)."
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's --help opens with its line from its parent's list, and ends with where settings come from."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                child.description = child.description or helps.get(name)
+                child.epilog = child.epilog or SETTINGS_NOTE
+                _describe_subcommands(child)
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clarion")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 async def _simulator(args: argparse.Namespace) -> None:

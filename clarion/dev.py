@@ -17,7 +17,14 @@ from clarion.keys import create_key
 from clarion.providers.simulator import fcm, ses, start_simulator
 from clarion.tables.api_keys import SCOPES
 from clarion.topology import tansu
-from clarion.topology.embedded import EmbeddedBroker, EmbeddedRedis, free_port, pointed_at_simulator
+from clarion.topology.embedded import (
+    EmbeddedBroker,
+    EmbeddedRedis,
+    MissingDevExtra,
+    free_port,
+    pointed_at_simulator,
+    require_embedded,
+)
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
@@ -46,6 +53,10 @@ async def run_dev(
     base: Settings | None = None, demo: bool = True, linger: bool = True, callbacks: bool = False
 ) -> None:
     base = base or Settings.from_env()
+    try:
+        require_embedded(base)  # before anything starts: the production image has no dev extra
+    except MissingDevExtra as exc:
+        raise SystemExit(f"clarion dev: {exc}") from None
     started = time.monotonic()
     run_dir = Path(tempfile.mkdtemp(prefix="clarion-dev-"))
     with contextlib.ExitStack() as stack:

@@ -20,7 +20,8 @@ stack = api_stack_fixture()
 
 
 async def test_healthz(stack: Stack) -> None:
-    assert await stack.call("GET", "/healthz") == (200, {"ok": True})
+    status, body = await stack.call("GET", "/healthz")
+    assert status == 200 and body["ok"] is True
 
 
 async def test_notification_is_delivered_exactly_once_and_shows_sent(stack: Stack) -> None:

@@ -59,8 +59,11 @@ def _register_lane(topo: Topology, lane: Lane, channel: str) -> None:
     async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
         await deliver_batch(topo, parts, out)
 
+    # a promo record holds hundreds of executions (written by fanout): a few records are a big batch
+    most = topo.settings.promo_batch_records if lane.name == "promo" else None
+
     async def run(stream: faust.StreamT) -> None:
-        await guarded(topo, source, stream, DeliveryTask, handle)
+        await guarded(topo, source, stream, DeliveryTask, handle, max_records=most)
 
     run.__name__ = source.replace(".", "_")
     run.__doc__ = f"Deliver {lane.name} {channel} tasks: render, dispatch (claim, send, settle), emit outcomes."
@@ -108,6 +111,7 @@ async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out
     except SenderGone as exc:  # what it did is in the ledger: look again later, spending no attempt
         event(log, "deliveries handed to a sender that exited", logging.ERROR, deliveries=len(ready), exc=str(exc))
         replies = [Reply("in_flight") for _ in ready]
+    topo.provider_metrics.observe(orders, replies)
     for attempt, reply in zip(ready, replies, strict=True):
         if reply.kind == "final":  # a replay of a settled delivery: the same outcome again, nothing else
             _replay_final(topo, out, attempt, reply.state, reply.detail)

@@ -11,7 +11,7 @@ with the same deterministic ids (campaign + user + channel + address), so the de
 ledger answers the repeats and nothing is sent twice.
 
 Backpressure: a step is skipped while the promo lanes' consumer lag is over
-`promo_max_lag_records`, so a 1M-user campaign never floods the broker or the critical
+`promo_max_queued` executions, so a 1M-user campaign never floods the broker or the critical
 lanes; `pacing_per_s` spreads a campaign over time. Pause and cancel come from
 promo.controls before each step.
 """
@@ -63,11 +63,18 @@ def execution_id(campaign_key: str, user_key: str, partition: int) -> str:
 
 
 class PromoLag:
-    """The promo lanes' records not yet consumed by the group, asked of the broker at most once a second."""
+    """Executions waiting on the promo lanes: records not yet consumed times executions per record, plus
+    what this worker wrote since the broker was last asked (at most once a second).
+
+    Lag is what the broker can tell (records), but a record holds hundreds of executions, and a
+    step writes thousands between two readings: both are counted, so the bound holds in executions.
+    """
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
-        self.value = 0
+        self.records_behind = 0
+        self.per_record = 1.0  # executions per lane record, as written here lately
+        self.since_asked = 0
         self.asked = 0.0
         specs = topo.specs
         self.tps = [
@@ -76,6 +83,15 @@ class PromoLag:
             if name.startswith(f"{LANE}.") and specs[name].value is DeliveryTask
             for p in range(specs[name].partitions)
         ]
+
+    def wrote(self, records: int, executions: int) -> None:
+        self.since_asked += executions
+        if records:
+            self.per_record = 0.7 * self.per_record + 0.3 * (executions / records)
+
+    @property
+    def executions(self) -> float:
+        return self.records_behind * self.per_record + self.since_asked
 
     async def over(self, bound: int) -> bool:
         if time.monotonic() - self.asked >= 1.0:
@@ -86,10 +102,11 @@ class PromoLag:
                 for group in promo_groups(self.topo.settings):  # `all` workers' group, or the promo workers'
                     for tp, offset in (await self.topo.offsets.committed(group, self.tps)).items():
                         committed[tp] = max(offset, committed.get(tp, 0))
-                self.value = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+                self.records_behind = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+                self.since_asked = 0
             except Exception as exc:  # the broker is away: keep the last answer
                 event(log, "promo lag unavailable", logging.WARNING, exc=repr(exc))
-        return self.value > bound
+        return self.executions > bound
 
 
 def register(topo: Topology) -> None:
@@ -143,7 +160,7 @@ def register(topo: Topology) -> None:
         for partition in mine - indexed:
             index(partition)
         work = [(p, key) for p in sorted(active) if p in mine for key in sorted(active[p])]
-        if not work or await lag.over(settings.promo_max_lag_records):
+        if not work or await lag.over(settings.promo_max_queued):
             return
         await topo.templates.ready.wait()
         out = topo.outbox()
@@ -165,9 +182,12 @@ def register(topo: Topology) -> None:
                 # the users written before the campaign started are in its audience: folded first
                 await topo.users_progress.caught_up(partition, cursor.command.started_at)
                 expand(partition, cursor, budget, out)
+                await asyncio.sleep(0)  # a partition's batch at a time: critical work in between
             changed.append((partition, key, cursor))
         if not changed:
             return
+        lanes = [items for (name, _), (_, items) in out.groups.items() if name.startswith(f"{LANE}.")]
+        lag.wrote(len(lanes), sum(len(items) for items in lanes))
         await out.flush()
         await topo.app.producer.flush()  # the executions are the broker's before the cursor moves past them
         for partition, key, cursor in changed:

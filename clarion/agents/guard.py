@@ -88,10 +88,12 @@ async def guarded(
     model: type[R],
     handle: BatchHandler,
     after: Callable[[Sequence[faust.EventT]], Awaitable[None]] | None = None,
+    max_records: int | None = None,
 ) -> None:
     """Consume `stream` of raw `model` values (or batches of them) with `handle`.
 
-    `after` runs once the records taken are fully handled (their output handed to the producer).
+    `after` runs once the records taken are fully handled (their output handed to the producer);
+    `max_records` caps the records taken at once (default `stage_batch_records`).
     """
     topic = topo.specs[source].topic
     counters = topo.counters
@@ -99,7 +101,8 @@ async def guarded(
     # Keyed by client/user_id: an item on another partition than its key's was produced with another
     # partitioner (librdkafka's default is not murmur2); its user's tables live elsewhere, so it moves there.
     placed = topo.specs[source].key == USER_KEY
-    async for events in take_waiting(stream, settings.stage_batch_records, settings.stage_batch_wait_ms / 1000):
+    most = max_records or settings.stage_batch_records
+    async for events in take_waiting(stream, most, settings.stage_batch_wait_ms / 1000):
         counters[("stage", source, "takes")] += 1
         counters[("stage", source, "records")] += len(events)
         out = topo.outbox()

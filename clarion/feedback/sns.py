@@ -43,7 +43,8 @@ def canonical(message: dict[str, Any]) -> bytes:
     kind = message.get("Type")
     fields = TYPES.get(kind) if isinstance(kind, str) else None
     if fields is None:
-        raise Rejected(f"unknown SNS message Type {str(message.get('Type'))[:40]!r}")
+        kind = message.get("Type")
+        raise Rejected(f"unknown SNS message Type {kind[:40] if isinstance(kind, str) else type(kind).__name__!r}")
     out = []
     for name in fields:
         value = message.get(name)
@@ -101,7 +102,9 @@ class CertificateCache:
 
 async def verify(message: dict[str, Any], certs: CertificateCache) -> None:
     """Return if `message` carries a valid SNS signature; raise Rejected otherwise."""
-    algorithm = HASHES.get(str(message.get("SignatureVersion")))
+    version = message.get("SignatureVersion")
+    # a string or a number only: str() of a deeply nested list raises RecursionError (found by the fuzz test)
+    algorithm = HASHES.get(str(version)) if type(version) in (str, int) else None
     if algorithm is None:
         raise Rejected("SignatureVersion must be 1 or 2")
     data = canonical(message)

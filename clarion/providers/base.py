@@ -38,6 +38,7 @@ class TransientFailure:
 
     reason: str
     retry_after: float | None = None
+    rate_limited: bool = field(default=False, compare=False)  # we went too fast (errors.py): for the metrics
 
 
 @dataclass(frozen=True)

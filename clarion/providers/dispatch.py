@@ -43,6 +43,7 @@ from clarion.providers.base import (
     SendResult,
     TransientFailure,
 )
+from clarion.providers.errors import result_class
 from clarion.providers.ratelimit import CircuitBreaker, RateLimiter, parse_rates
 from clarion.tables.ledger import CLAIMED, DEAD, FAILED, IN_FLIGHT, SENT, DeliveryLedger
 from clarion.tables.templates import Rendered
@@ -91,6 +92,12 @@ class Reply(msgspec.Struct, array_like=True):
     detail: str = ""  # provider message id, reason, or the final state's detail
     state: str = ""  # for "final": sent | failed | dead
     retry_after: float | None = None
+    # When this order made a provider call (for the worker's metrics; new fields go last, with a
+    # default: older frames still decode): how long it took, the account called (the channel or
+    # `<channel>/fallback`) and its result class (errors.result_class). Empty: no call was made.
+    call_s: float = 0.0
+    account: str = ""
+    result_class: str = ""
 
     def result(self) -> SendResult:
         if self.kind == "sent":
@@ -109,14 +116,16 @@ def order_for(
                  campaign)  # fmt: skip
 
 
-def reply_for(result: SendResult) -> Reply:
+def reply_for(result: SendResult, call_s: float = 0.0, account: str = "") -> Reply:
+    """The reply for a provider call's result (`call_s`, `account`: the call, for the metrics)."""
+    called = {"call_s": call_s, "account": account, "result_class": result_class(result)}
     if isinstance(result, Delivered):
-        return Reply("sent", result.provider_message_id)
+        return Reply("sent", result.provider_message_id, **called)
     if isinstance(result, PermanentFailure):
-        return Reply("failed", result.reason)
+        return Reply("failed", result.reason, **called)
     if isinstance(result, AuthFailure):
-        return Reply("held", result.reason)
-    return Reply("transient", result.reason, retry_after=result.retry_after)
+        return Reply("held", result.reason, **called)
+    return Reply("transient", result.reason, retry_after=result.retry_after, **called)
 
 
 def fallback_key(channel: str) -> str:
@@ -195,10 +204,11 @@ class Dispatcher:
                 replies[i] = Reply("in_flight")
             else:
                 replies[i] = Reply("final", detail or "", state)
-        results = await asyncio.gather(*(self._send(orders[i], accounts[i]) for i in to_send))
+        calls = await asyncio.gather(*(self._send(orders[i], accounts[i]) for i in to_send))
+        results = [result for result, _ in calls]
         await self._settle([(orders[i], r) for i, r in zip(to_send, results, strict=True)])
-        for i, result in zip(to_send, results, strict=True):
-            replies[i] = reply_for(result)
+        for i, (result, call_s) in zip(to_send, calls, strict=True):
+            replies[i] = reply_for(result, call_s, accounts[i])
             account = accounts[i]
             self.breaker.record(account, isinstance(result, TransientFailure))
             if isinstance(result, AuthFailure):
@@ -212,17 +222,21 @@ class Dispatcher:
                   failover=account in self.fallbacks)  # fmt: skip
         self._held[account] = (time.monotonic() + self.auth_hold_s, why)
 
-    async def _send(self, order: Order, account: str) -> SendResult:
+    async def _send(self, order: Order, account: str) -> tuple[SendResult, float]:
+        """The call's result and how long the call took (seconds; waits for a rate or a slot left out)."""
         limit = self._limits.setdefault((order.lane, account), asyncio.Semaphore(self.concurrency))
+        started = 0.0
         try:
             client = self.client(account)
             # the fleet-wide rate of the provider account (no wait when its channel has none), critical first
             await self.limiter.permit(account, getattr(client, "account", "") or account, order.lane)
             async with limit:
-                return await client.send(order.message())
+                started = time.perf_counter()
+                result = await client.send(order.message())
+                return result, time.perf_counter() - started
         except Exception as exc:  # a client bug must not take the batch down; retries are bounded
             log.exception("provider client failed on %s", order.delivery_id)
-            return TransientFailure(f"client_error: {exc!r}")
+            return TransientFailure(f"client_error: {exc!r}"), time.perf_counter() - started if started else 0.0
 
     async def _settle(self, sent: list[tuple[Order, SendResult]]) -> None:
         """Final results stay in the ledger (a replay repeats the outcome); a retry releases its claim."""

@@ -24,7 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from clarion.providers.base import AuthFailure, PermanentFailure, TransientFailure, retry_after
+from clarion.providers.base import (
+    AuthFailure,
+    Delivered,
+    PermanentFailure,
+    SendResult,
+    TransientFailure,
+    retry_after,
+)
 
 Kind = Literal["permanent", "transient", "rate_limited", "auth"]
 ANY = "*"  # the provider of the rows every provider shares
@@ -169,4 +176,23 @@ def failure(verdict: Verdict, reason: str, headers: Mapping[str, str]) -> Failur
         return PermanentFailure(reason)
     if verdict.kind == "auth":
         return AuthFailure(reason, verdict.refresh)
-    return TransientFailure(reason, retry_after(headers))
+    return TransientFailure(reason, retry_after(headers), rate_limited=verdict.kind == "rate_limited")
+
+
+RESULT_CLASSES = ("ok", "permanent", "transient", "rate_limited", "auth", "timeout", "connection", "client_error")
+
+
+def result_class(result: SendResult) -> str:
+    """A provider call's result in a few words, for the metrics: one of RESULT_CLASSES."""
+    if isinstance(result, Delivered):
+        return "ok"
+    if isinstance(result, PermanentFailure):
+        return "permanent"
+    if isinstance(result, AuthFailure):
+        return "auth"
+    if result.rate_limited:
+        return "rate_limited"
+    for prefix in ("timeout", "connection", "client_error"):  # the clients' and dispatch's own reasons
+        if result.reason.startswith(prefix):
+            return prefix
+    return "transient"

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from clarion.audiences import ExpressionError, audience_from_body
 from clarion.schemas.promo import Campaign, SendWindow
 from clarion.schemas.records import CHANNELS
-from clarion.schemas.validation import HHMM_RE, ValidationFailed, _Checker, _shown
+from clarion.schemas.validation import (
+    HHMM_RE,
+    TIMESTAMP_ERROR,
+    VERSION_ERROR,
+    ValidationFailed,
+    _Checker,
+    _shown,
+    as_version,
+    parse_timestamp,
+)
 
 MAX_SCHEDULE_AHEAD_S = 366 * 24 * 3600.0
 MAX_PACING_PER_S = 1_000_000.0
@@ -20,8 +28,8 @@ def validate_campaign(body: Any, client_id: str, now: float, trace_id: str = "")
     campaign_id = c.ident("campaign_id")
     template_id = c.ident("template_id")
     version = c.body.get("template_version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        c.fail("template_version", "must be a positive integer")
+    if version is not None and (version := as_version(version)) is None:
+        c.fail("template_version", VERSION_ERROR)
     channels = c.body.get("channels")
     if not isinstance(channels, list) or not channels:
         c.fail("channels", f"must be a non-empty list of {', '.join(CHANNELS)}, in order of preference")
@@ -55,21 +63,17 @@ def validate_campaign(body: Any, client_id: str, now: float, trace_id: str = "")
 
 
 def _send_at(c: _Checker, value: Any, now: float) -> float:
-    """Epoch seconds or ISO-8601 with a zone; absent or past: now (a past time is not an error: clocks differ)."""
+    """Epoch seconds or RFC 3339 text; absent or past: now (a past time is not an error: clocks differ)."""
     if value is None:
         return now
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            c.fail("send_at", "must be an ISO-8601 timestamp or epoch seconds")
+            value = parse_timestamp(value)
+        except ValueError as exc:
+            c.fail("send_at", str(exc))
             return now
-        if parsed.tzinfo is None:
-            c.fail("send_at", "must carry a timezone (e.g. 2026-12-01T09:00:00Z)")
-            return now
-        value = parsed.timestamp()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        c.fail("send_at", "must be an ISO-8601 timestamp or epoch seconds")
+        c.fail("send_at", TIMESTAMP_ERROR)
         return now
     if value > now + MAX_SCHEDULE_AHEAD_S:
         c.fail("send_at", "is more than a year ahead")

@@ -94,6 +94,7 @@ class Outcome(_Record):
     provider_message_id: str | None = None
     trace_id: str = ""
     ts: float = 0.0
+    lane: str = "critical"  # the delivery lane (critical | promo): a campaign's executions are promo's
 
 
 # rejected: a campaign's execution refused for good at send time (a dead token), sent here by the promo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
@@ -14,7 +14,9 @@ import msgspec
 from clarion.schemas.records import CHANNELS, QuietHours, TemplateVersion, UserProfile
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# Whitespace spelled out: Python's, JavaScript's and Rust's \s differ, and the OpenAPI schema carries this pattern.
+_NOT_AT_OR_SPACE = r"[^@\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+EMAIL_RE = re.compile(rf"^{_NOT_AT_OR_SPACE}{{1,64}}@{_NOT_AT_OR_SPACE}+\.{_NOT_AT_OR_SPACE}{{2,}}$")
 E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 APNS_TOKEN_RE = re.compile(r"^[0-9a-fA-F]{64,200}$")
 FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
@@ -22,9 +24,16 @@ LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 TEMPLATE_PARTS = ("email_subject", "email_text", "email_html", "push_title", "push_body", "sms_body")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name a template can write as {{ name }}
 ID_ERROR = "must be 1-128 characters of letters, digits or ._:@-"
+INT64_MAX = 2**63 - 1
+VERSION_ERROR = "must be a positive integer"
 TAG_RE = re.compile(r"^[A-Za-z0-9._:@/+\-]{1,64}$")
 MAX_TAGS = 100
 HHMM_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+# RFC 3339's date-time (JSON Schema's "date-time" format): what expires_at and send_at accept as text.
+_DATE_TIME = r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+RFC3339_RE = re.compile(_DATE_TIME + r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))")
+NAIVE_TIMESTAMP_RE = re.compile(_DATE_TIME)
+TIMESTAMP_ERROR = "must be an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z) or epoch seconds"
 
 # Limits on the free-form JSON of params and attributes: they travel in every record of a
 # notification and reach Jinja2, so their shape is bounded before anything else reads them.
@@ -37,6 +46,14 @@ MAX_ENCODED_BYTES = 16 * 1024
 def is_id(value: object) -> bool:
     """A well-formed id (client, user, template, notification); never "." or "..", so it is safe in a URL path."""
     return isinstance(value, str) and ID_RE.fullmatch(value) is not None and value.strip(".") != ""
+
+
+def as_version(value: object) -> int | None:
+    """A template version: a positive integer within 64 bits (as records and the OpenAPI schema hold it), 1.0
+    included (JSON Schema's integer: orjson reads `1.0` as a float); None when `value` is not one."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= INT64_MAX else None
 
 
 @cache
@@ -114,8 +131,8 @@ def validate_notification(body: Any, client_id: str, now: float | None = None) -
     else:
         out["channels"] = list(dict.fromkeys(channels))
     version = c.body.get("template_version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        c.fail("template_version", "must be a positive integer")
+    if version is not None and (version := as_version(version)) is None:
+        c.fail("template_version", VERSION_ERROR)
     out["template_version"] = version
     out["params"] = c.free_json("params", param_names=True)
     out["expires_at"] = _expiry(c, c.body.get("expires_at"), time.time() if now is None else now)
@@ -126,7 +143,7 @@ def validate_notification(body: Any, client_id: str, now: float | None = None) -
 def _bad_param_name(params: dict[str, Any]) -> str | None:
     """Params become template variables: each name must be one Jinja2 can write as {{ name }}."""
     for name in params:
-        if not isinstance(name, str) or not PARAM_NAME_RE.match(name):
+        if not isinstance(name, str) or not PARAM_NAME_RE.fullmatch(name):
             return f"name {_shown(name)!r} must be a letter or _ then up to 63 letters, digits or _"
     return None
 
@@ -158,22 +175,44 @@ def _expiry(c: _Checker, value: Any, now: float) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        c.fail("expires_at", "must be an ISO-8601 timestamp or epoch seconds")
+        c.fail("expires_at", TIMESTAMP_ERROR)
         return None
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            c.fail("expires_at", "must be an ISO-8601 timestamp or epoch seconds")
+            value = parse_timestamp(value)
+        except ValueError as exc:
+            c.fail("expires_at", str(exc))
             return None
-        if parsed.tzinfo is None:
-            c.fail("expires_at", "must carry a timezone (e.g. 2026-01-01T00:00:00Z)")
-            return None
-        value = parsed.timestamp()
     if value <= now:
         c.fail("expires_at", "is already in the past")
         return None
     return float(value)
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds of an RFC 3339 date-time, exactly what JSON Schema's "date-time" admits: a leap second
+    (:60, only at 23:59 UTC) is the second after :59, and year 0000 is read too. ValueError says what is wrong."""
+    match = RFC3339_RE.fullmatch(text)
+    if match is None:
+        naive = NAIVE_TIMESTAMP_RE.fullmatch(text)
+        raise ValueError("must carry a timezone (e.g. 2026-01-01T00:00:00Z)" if naive else TIMESTAMP_ERROR)
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    sign, off_h, off_m = match.group(8), int(match.group(9) or 0), int(match.group(10) or 0)
+    if off_h > 23 or off_m > 59:
+        raise ValueError(TIMESTAMP_ERROR)
+    offset = (-1 if sign == "-" else 1) * (off_h * 60 + off_m)
+    leap = second == 60
+    if leap and (hour * 60 + minute - offset) % 1440 != 23 * 60 + 59:
+        raise ValueError(f"{TIMESTAMP_ERROR}: a leap second is 23:59:60 UTC")
+    shift = 0.0
+    if year == 0:  # 0000 is a leap year like 0004, 1461 days earlier; Python's datetime starts at year 1
+        year, shift = 4, -1461 * 86400.0
+    try:
+        moment = datetime(year, month, day, hour, minute, 59 if leap else second,
+                          tzinfo=timezone(timedelta(minutes=offset)))  # fmt: skip
+    except ValueError as exc:  # 2030-02-30, 24:00:00
+        raise ValueError(f"{TIMESTAMP_ERROR}: {exc}") from None
+    return moment.timestamp() + shift + leap + float("0" + (match.group(7) or ""))
 
 
 def validate_user(body: Any, client_id: str) -> UserProfile:
@@ -181,20 +220,20 @@ def validate_user(body: Any, client_id: str) -> UserProfile:
     c = _Checker(body)
     user_id = c.ident("user_id")
     email = c.body.get("email")
-    if email is not None and (not isinstance(email, str) or not EMAIL_RE.match(email)):
+    if email is not None and (not isinstance(email, str) or not EMAIL_RE.fullmatch(email)):
         c.fail("email", "must be an email address")
     phone = c.body.get("phone")
-    if phone is not None and (not isinstance(phone, str) or not E164_RE.match(phone)):
+    if phone is not None and (not isinstance(phone, str) or not E164_RE.fullmatch(phone)):
         c.fail("phone", "must be an E.164 number such as +14155550100")
     tokens = {}
     for field, pattern in (("apns_tokens", APNS_TOKEN_RE), ("fcm_tokens", FCM_TOKEN_RE)):
         value = c.body.get(field, [])
-        if not isinstance(value, list) or not all(isinstance(t, str) and pattern.match(t) for t in value):
+        if not isinstance(value, list) or not all(isinstance(t, str) and pattern.fullmatch(t) for t in value):
             c.fail(field, "must be a list of device tokens" + (" (hex)" if field == "apns_tokens" else ""))
             value = []
         tokens[field] = list(dict.fromkeys(value))
     locale = c.body.get("locale", "en")
-    if not isinstance(locale, str) or not LOCALE_RE.match(locale):
+    if not isinstance(locale, str) or not LOCALE_RE.fullmatch(locale):
         c.fail("locale", "must be a BCP 47 tag such as en or pt-BR")
     tz = c.body.get("timezone", "UTC")
     if not is_timezone(tz):
@@ -275,9 +314,9 @@ def validate_template(body: Any, client_id: str) -> TemplateVersion:
     """Check a POST /template body's shape from `client_id` (Jinja2 syntax is checked by the renderer)."""
     c = _Checker(body)
     template_id = c.ident("template_id")
-    version = c.body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        c.fail("version", "must be a positive integer")
+    version = as_version(c.body.get("version"))
+    if version is None:
+        c.fail("version", VERSION_ERROR)
     parts: dict[str, str | None] = {}
     for name in TEMPLATE_PARTS:
         value = c.body.get(name)

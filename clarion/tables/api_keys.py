@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from clarion.schemas.records import ApiKey
 from clarion.tables.mirror import TopicMirror
 
-SCOPES = ("send", "users", "templates", "read")
+# send, users, templates, read: a client's own data. metrics: GET /metrics on the API and the workers,
+# figures summed over every client, for the operator's Prometheus (not in `clarion keys create`'s default).
+SCOPES = ("send", "users", "templates", "read", "metrics")
 KEY_RE = re.compile(r"^clk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
 

@@ -52,6 +52,11 @@ class TopicMirror(dict, Generic[V]):  # type: ignore[type-arg]
     def add(self, value: V, offset: int | None = None) -> None:
         raise NotImplementedError
 
+    @property
+    def following(self) -> bool:
+        """Whether it still follows its topic (read to the end once, and its reader has not died)."""
+        return self.ready.is_set() and self._task is not None and not self._task.done()
+
     async def caught_up_to(self, offset: int, timeout_s: float = 10.0) -> bool:
         """Wait until this mirror has read the record at `offset`; False if it has not in time."""
         loop = asyncio.get_running_loop()

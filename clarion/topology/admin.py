@@ -13,8 +13,8 @@ from clarion.topology.catalog import TopicSpec
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1) -> list[str]:
-    """Create missing topics with their partitions and cleanup policy; returns those created."""
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create missing topics with their partitions, replicas and cleanup policy; returns those created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -23,7 +23,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int
             NewTopic(
                 name=spec.topic,
                 num_partitions=spec.partitions,
-                replication_factor=replication,
+                replication_factor=spec.replication,
                 topic_configs={"cleanup.policy": "compact" if spec.compacted else "delete"},
             )
             for spec in specs

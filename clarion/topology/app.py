@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
         web_port=s.web_port,
         canonical_url=canonical_url(s),
         web_tables_enabled=False,
+        topic_replication_factor=s.replication_factor,  # the topics faust creates: clarion's, changelogs
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=s.heartbeat_interval_s,
         topic_disable_leader=True,

@@ -55,6 +55,7 @@ class TopicSpec:
     compacted: bool
     purpose: str
     batched: bool = False
+    replication: int = 1  # replicas, from settings.replication_factor
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,9 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
             "Messages clarion gave up on: poison input, exhausted retries; with the reason.",
         ),
     ]  # fmt: skip
-    named = {spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}") for spec in specs}
+    named = {
+        spec.name: replace(spec, topic=f"{s.topic_prefix}.{spec.name}", replication=s.replication_factor)
+        for spec in specs
+    }
     check_co_partitioned(named)
     return named

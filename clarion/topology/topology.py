@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry
 
 from clarion.agents import check_lanes
 from clarion.logs import event
 from clarion.providers.base import ProviderClient
 from clarion.providers.dispatch import Dispatcher, dispatcher_for
+from clarion.providers.metrics import ProviderMetrics
 from clarion.providers.registry import build_clients
 from clarion.providers.sender import SenderProcess
 from clarion.schemas.codec import encode
@@ -87,6 +89,9 @@ class Topology:
         self.statuses = StatusBoard(ChangelogWriter(self, self.status))
         self.suppressions = SuppressionBook(ChangelogWriter(self, self.suppressed), ChangelogWriter(self, self.users))
         self.counters: Counter[tuple[str, ...]] = Counter()
+        self.outcomes: Counter[tuple[str, str, str]] = Counter()  # (lane, channel, status): /metrics reads it
+        self.registry = CollectorRegistry()  # this worker's /metrics (web/worker_metrics.py)
+        self.provider_metrics = ProviderMetrics(self.registry)  # observed by the deliver stage
         self.jobs: Any = None  # agents/schedule.py's Jobs, for the campaign pages
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
@@ -153,11 +158,13 @@ class Topology:
             user_id=source.user_id,
             trace_id=source.trace_id,
             ts=self.clock(),
+            lane=getattr(source, "lane", "") or ("promo" if getattr(source, "campaign", "") else "critical"),
             **fields,
         )
         if not getattr(source, "campaign", ""):  # a campaign's executions have no status entry: its job counts them
             self.statuses.fold(partition, record)
         self.counters[("outcome", fields.get("channel") or "-", status)] += 1
+        self.outcomes[(record.lane, fields.get("channel") or "none", status)] += 1
         if log.isEnabledFor(logging.DEBUG):
             event(log, "outcome", level=logging.DEBUG, notification_id=record.notification_id, status=status, **fields)
         out.add("outcomes", record.notification_id, encode(record))
@@ -193,13 +200,17 @@ def wire(app: faust.App, settings: Settings) -> Topology:
     from clarion.web.audience_pages import register_audience_pages
     from clarion.web.campaign_pages import register_campaign_pages
     from clarion.web.status import register_status_pages
+    from clarion.web.table_pages import register_table_pages
+    from clarion.web.worker_metrics import register_metrics_page
 
     topo = Topology(app, settings)
     register_all(topo)
     register_status_pages(topo)
-    if topo.holds_tables:  # a promo-lanes worker answers /ready, /stats and /healthz only
+    register_metrics_page(topo)
+    if topo.holds_tables:  # a promo-lanes worker answers /ready, /stats, /metrics and /healthz only
         register_campaign_pages(topo)
         register_audience_pages(topo)
+        register_table_pages(topo)
 
     @app.task
     async def prepare() -> None:

@@ -16,8 +16,10 @@ from clarion.topology.embedded import stop_process
 from clarion.topology.settings import Settings
 
 # uvloop: the worker spends most of its time in asyncio machinery; uvloop cut its CPU
-# per delivery by ~10% in `make bench` (414 -> 371 µs).
-WORKER_ARGS = ["-m", "faust", "--loop", "uvloop", "-A", "clarion.app", "worker", "-l", "info"]
+# per delivery by ~10% in `make bench` (414 -> 371 µs). --quiet: faust prints nothing of its
+# own (the text banner, the startup spinner, "-INT-" on a signal), so every line of the
+# worker's output is a JSON log line (clarion/logs.py); logging is untouched by it.
+WORKER_ARGS = ["-m", "faust", "--quiet", "--loop", "uvloop", "-A", "clarion.app", "worker", "-l", "info"]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

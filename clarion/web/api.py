@@ -1,8 +1,9 @@
 """The public HTTP API: stateless, produces to Kafka, runs as many processes as needed.
 
 POST /notif, /notif/batch, /template, /users, GET /notif/{id} (asked of a worker, which
-routes it to the owner of the status table partition), GET /healthz and /ready, and the
-provider webhooks POST /webhooks/twilio and /webhooks/ses (web/webhooks.py).
+routes it to the owner of the status table partition), GET /healthz and /ready (web/health.py),
+GET /metrics and an access log line per request (web/metrics.py), and the provider webhooks
+POST /webhooks/twilio and /webhooks/ses (web/webhooks.py).
 
 Every endpoint but /healthz and /ready needs `Authorization: Bearer <API key>` with the
 endpoint's scope. The client is the key's: a body naming another client_id is refused
@@ -48,8 +49,10 @@ from clarion.topology.catalog import catalog
 from clarion.topology.partitioning import partition_for
 from clarion.topology.settings import Settings
 from clarion.web.batcher import PartitionBatcher
+from clarion.web.health import ProducerProbe, view_check
 
 log = logging.getLogger("clarion.api")
+STARTED = time.monotonic()
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -60,7 +63,9 @@ TOPICS = web.AppKey("topics", dict)
 REQUESTS = web.AppKey("requests", PartitionBatcher)
 PARTITIONS = web.AppKey("partitions", int)  # of critical.requests: a notification id names its partition
 KEYS = web.AppKey("keys", KeysView)
+PRODUCER_PROBE = web.AppKey("producer_probe", ProducerProbe)
 CALLER = web.RequestKey("caller", Caller)  # who the API key says is calling
+TRACE_ID = web.RequestKey("trace_id", str)  # once a handler asked for it (the access log line carries it)
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -75,9 +80,12 @@ def _error(status: int, error: str, field: str | None = None, **extra: Any) -> w
 
 
 def trace_id_of(request: web.Request) -> str:
-    """The W3C traceparent's trace id when the caller sent one, else a new id."""
-    match = TRACEPARENT_RE.match(request.headers.get("traceparent", ""))
-    return match.group(1) if match else secrets.token_hex(16)
+    """The W3C traceparent's trace id when the caller sent one, else a new id (the same for the whole request)."""
+    trace_id = request.get(TRACE_ID)
+    if trace_id is None:
+        match = TRACEPARENT_RE.match(request.headers.get("traceparent", ""))
+        trace_id = request[TRACE_ID] = match.group(1) if match else secrets.token_hex(16)
+    return trace_id
 
 
 class Rejected(Exception):
@@ -331,14 +339,23 @@ async def get_notif(request: web.Request) -> web.Response:
 
 @public
 async def healthz(request: web.Request) -> web.Response:
-    return _json(200, {"ok": True})
+    """Liveness: the process answers. Nothing else is asked (see /ready)."""
+    uptime_s = round(time.monotonic() - STARTED, 1)
+    return _json(200, {"ok": True, "checks": {"process": {"ok": True, "uptime_s": uptime_s}}})
 
 
 @public
 async def ready(request: web.Request) -> web.Response:
-    """200 once the templates and API keys have been read and the producer is up."""
-    ok = KEYS in request.app and request.app[KEYS].ready.is_set() and request.app[TEMPLATES].ready.is_set()
-    return _json(200 if ok else 503, {"ready": ok})
+    """200 when the producer reaches a broker and the templates and API keys have been read; what was checked."""
+    app = request.app
+    probe = app.get(PRODUCER_PROBE)
+    checks = {
+        "producer": await probe.check() if probe is not None else {"ok": False, "error": "not started"},
+        "templates": view_check(app.get(TEMPLATES)),
+        "api_keys": view_check(app.get(KEYS)),
+    }
+    ok = all(check["ok"] for check in checks.values())
+    return _json(200 if ok else 503, {"ready": ok, "checks": checks})
 
 
 async def _produce(request: web.Request, name: str, key: str, value: bytes) -> RecordMetadata:
@@ -350,7 +367,10 @@ async def _produce(request: web.Request, name: str, key: str, value: bytes) -> R
 
 def create_api(settings: Settings) -> web.Application:
     """The API application; its startup connects the producer and reads the templates."""
-    from clarion.web.promo import install_promo  # these import this module
+    from clarion.web.metrics import install_metrics  # these import this module
+    from clarion.web.openapi import install_openapi
+    from clarion.web.promo import install_promo
+    from clarion.web.ui import install_ui
     from clarion.web.users_bulk import post_users_bulk
     from clarion.web.webhooks import install_webhooks
 
@@ -381,6 +401,9 @@ def create_api(settings: Settings) -> web.Application:
     )
     install_webhooks(app)
     install_promo(app)
+    install_ui(app)  # the dashboard at /ui (web/ui.py)
+    install_metrics(app)
+    install_openapi(app)  # GET /openapi.json and /docs, public (web/openapi.py)
     for route in app.router.routes():  # a route without a scope would answer anyone
         handler = route.handler
         assert getattr(handler, "public", False) or getattr(handler, "scope", None), f"{route}: no scope"
@@ -395,6 +418,7 @@ def create_api(settings: Settings) -> web.Application:
             max_request_size=2 * 1024 * 1024,
         )
         await app[PRODUCER].start()
+        app[PRODUCER_PROBE] = ProducerProbe(app[PRODUCER])
         app[REQUESTS] = PartitionBatcher(
             app[PRODUCER], specs["critical.requests"].topic, specs["critical.requests"].partitions
         )
