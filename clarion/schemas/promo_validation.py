@@ -9,13 +9,12 @@ from clarion.schemas.promo import Campaign, SendWindow
 from clarion.schemas.records import CHANNELS
 from clarion.schemas.validation import (
     HHMM_RE,
-    TIMESTAMP_ERROR,
     VERSION_ERROR,
     ValidationFailed,
     _Checker,
     _shown,
     as_version,
-    parse_timestamp,
+    timestamp_of,
 )
 
 MAX_SCHEDULE_AHEAD_S = 366 * 24 * 3600.0
@@ -64,16 +63,7 @@ def validate_campaign(body: Any, client_id: str, now: float, trace_id: str = "")
 
 def _send_at(c: _Checker, value: Any, now: float) -> float:
     """Epoch seconds or RFC 3339 text; absent or past: now (a past time is not an error: clocks differ)."""
-    if value is None:
-        return now
-    if isinstance(value, str):
-        try:
-            value = parse_timestamp(value)
-        except ValueError as exc:
-            c.fail("send_at", str(exc))
-            return now
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        c.fail("send_at", TIMESTAMP_ERROR)
+    if value is None or (value := timestamp_of(c, "send_at", value)) is None:
         return now
     if value > now + MAX_SCHEDULE_AHEAD_S:
         c.fail("send_at", "is more than a year ahead")

@@ -171,18 +171,23 @@ def _shown(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float)) else f"<{type(value).__name__}>"
 
 
-def _expiry(c: _Checker, value: Any, now: float) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        c.fail("expires_at", TIMESTAMP_ERROR)
-        return None
+def timestamp_of(c: _Checker, field: str, value: Any) -> float | None:
+    """Epoch seconds from RFC 3339 text or a number; None, with the failure noted, for anything else."""
     if isinstance(value, str):
         try:
-            value = parse_timestamp(value)
+            return parse_timestamp(value)
         except ValueError as exc:
-            c.fail("expires_at", str(exc))
+            c.fail(field, str(exc))
             return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        c.fail(field, TIMESTAMP_ERROR)
+        return None
+    return float(value)
+
+
+def _expiry(c: _Checker, value: Any, now: float) -> float | None:
+    if value is None or (value := timestamp_of(c, "expires_at", value)) is None:
+        return None
     if value <= now:
         c.fail("expires_at", "is already in the past")
         return None
