@@ -129,9 +129,14 @@ def register(topo: Topology) -> None:
         for part in parts:
             for command in part.items:
                 key = command.campaign.key
-                if cursor_of(part.partition, key) is None:  # a repeated command changes nothing
+                held = cursor_of(part.partition, key)
+                if held is None:  # a repeated command changes nothing
                     cursor = Cursor(command=command, progress=ExpansionProgress(partition=part.partition))
                     cursors.set(part.partition, key.encode(), _json(cursor))
+                elif command.sweep > held.command.sweep and not held.cancelled:  # again from the start
+                    held.command, held.after, held.position, held.sweeping = command, "", 0, True
+                    held.progress.done = False
+                    cursors.set(part.partition, key.encode(), _json(held))
                 active.setdefault(part.partition, set()).add(key)
         await cursors.flush()
 
@@ -221,6 +226,18 @@ def register(topo: Topology) -> None:
         template = resolve(topo.templates, campaign.client_id, campaign.template_id, command.template_version)
         matches = audience_of(campaign)
         now = topo.clock()
+        counted = cursor.progress
+        if cursor.sweeping:  # a sweep re-sends what was expanded before: the totals stay as they were
+            cursor.progress = msgspec.structs.replace(counted, skipped=dict(counted.skipped))
+        try:
+            _expand_users(partition, cursor, template, matches, budget, now, out)
+        finally:
+            if cursor.sweeping:
+                counted.done, cursor.progress = cursor.progress.done, counted
+                cursor.sweeping = not counted.done
+
+    def _expand_users(partition: int, cursor: Cursor, template: TemplateVersion | None, matches: Predicate,
+                      budget: int, now: float, out: Outbox) -> None:  # fmt: skip
         progress = cursor.progress
         for raw in _next_users(partition, cursor, budget):
             user = decode(UserProfile, raw)

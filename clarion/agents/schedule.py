@@ -188,11 +188,40 @@ def register(topo: Topology) -> None:
                 if job is None or job.state != "sending":
                     continue
                 counts = await topo.ledger.campaign_counts(key)
-                if settled_count(counts) >= sum(p.executions for p in job.progress.values()):
+                settled = settled_count(counts)
+                due = sum(p.executions for p in job.progress.values())
+                if settled >= due:
                     job.state, job.finished_at = "done", topo.clock()
                     jobs.put(partition, key, job)
                     publish(out, key, job)
                     event(log, "campaign done", client_id=job.campaign.client_id, campaign=key, **counts)
+                elif stalled(key, settled, due - sum(p.deferred for p in job.progress.values())):
+                    sweep(partition, key, job, out, settled, due)
+
+    stalls: dict[str, tuple[int, float]] = {}  # campaign -> (settled, since when)
+
+    def stalled(key: str, settled: int, due_now: int) -> bool:
+        """Settled stuck below what is due (deferred executions aside) for promo_sweep_after_s."""
+        now = topo.clock()
+        held = stalls.get(key)
+        if held is None or held[0] != settled or settled >= due_now:
+            stalls[key] = (settled, now)
+            return False
+        return now - held[1] >= settings.promo_sweep_after_s
+
+    def sweep(partition: int, key: str, job: Job, out: Outbox, settled: int, due: int) -> None:
+        """Expand the campaign again from the start. An execution can be lost between fanout and its
+        lane (faust dropped records after a crash: topology/gaps.py); the ids are the same, so the
+        ledger answers every settled one and only the lost ones are sent."""
+        job.sweeps += 1
+        command = ExpandCommand(campaign=job.campaign, template_version=job.template_version or 0,
+                                started_at=job.started_at, sweep=job.sweeps)  # fmt: skip
+        for users_partition in range(settings.critical_partitions):
+            out.add("promo.expand", key, encode(command), users_partition)
+        jobs.put(partition, key, job)
+        stalls[key] = (settled, topo.clock())
+        event(log, "campaign stalled below its executions: expanding it again", logging.WARNING,
+              client_id=job.campaign.client_id, campaign=key, settled=settled, executions=due, sweep=job.sweeps)
 
     @topo.app.agent(topo.topics[SOURCE], name="clarion.promo.schedule")
     async def schedule(stream: faust.StreamT) -> None:

@@ -77,6 +77,7 @@ class ExpandCommand(_Record, kw_only=True):
     campaign: Campaign
     template_version: int  # resolved when the campaign started: every user gets the same version
     started_at: float
+    sweep: int = 0  # > the cursor's: expand again from the start, counting nothing (agents/schedule.py)
 
 
 class CampaignControl(_Record, kw_only=True):
@@ -98,6 +99,7 @@ class Job(msgspec.Struct, kw_only=True):
     finished_at: float = 0.0
     updated_at: float = 0.0
     progress: dict[int, ExpansionProgress] = {}
+    sweeps: int = 0
 
 
 class Cursor(msgspec.Struct, kw_only=True):
@@ -108,3 +110,4 @@ class Cursor(msgspec.Struct, kw_only=True):
     position: int = 0  # the next index into audience.user_ids (explicit lists)
     progress: ExpansionProgress
     cancelled: bool = False
+    sweeping: bool = False  # expanding again: executions re-sent (the ledger answers the settled), not counted

@@ -46,6 +46,7 @@ class Settings:
     promo_max_queued: int = 20_000  # executions waiting on the promo lanes above which expansion waits
     promo_batch_records: int = 8  # records a promo deliver actor takes at once (each holds hundreds of executions)
     promo_frequency_cap: str = ""  # "N/seconds": at most N campaigns per user per window (e.g. "3/86400"); empty: none
+    promo_sweep_after_s: float = 30.0  # a campaign's settled count stuck this long below its due executions: sweep
     promo_tick_s: float = 0.1  # how often the scheduler looks for due campaigns and expansion takes a step
     preview_max_users: int = 200_000  # users one POST /audiences/preview reads at most; more: "complete": false
     lanes: str = "all"  # `clarion worker --lanes`: "all", "critical" (and campaigns) or "promo" (agents/__init__.py)
