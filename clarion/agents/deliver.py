@@ -196,11 +196,8 @@ def _look_again(topo: Topology, out: Outbox, attempt: Attempt, now: float, wait_
     turns final, and the next look settles it), or the channel is held because its
     provider refused our credentials. Neither may burn the delivery's attempts.
     """
-    task = attempt.task
-    delay = topo.settings.retry_bucket(wait_s)
-    later = msgspec.structs.replace(task, not_before=now + delay)
-    out.add(retry_topic(task.lane, delay), task.user_key, encode(later))
-    topo.outcome(out, attempt.partition, "retrying", task, reason=reason, **_where(task))
+    _put_off(topo, out, attempt.task, now, wait_s)
+    topo.outcome(out, attempt.partition, "retrying", attempt.task, reason=reason, **_where(attempt.task))
 
 
 def _rejected(task: DeliveryTask, reason: str) -> Feedback:
