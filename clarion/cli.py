@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker", help="a faust worker (needs CLARION_KAFKA)")
     worker.add_argument("--lanes", choices=("all", "critical", "promo"),
                         help="what it runs (default: $CLARION_LANES, else all); see clarion.agents")  # fmt: skip
-    sub.add_parser("topics", help="print the topic catalog for the current settings")
+    sub.add_parser("topics", help="print the topic catalog: partitions, key, value, who writes and reads each")
     sub.add_parser("api", help="the stateless HTTP API (needs CLARION_KAFKA)")
     keys = sub.add_parser("keys", help="API keys: create, list, revoke (needs CLARION_KAFKA)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -141,15 +141,19 @@ async def _simulator(args: argparse.Namespace) -> None:
 
 
 def print_catalog(settings: Settings) -> None:
-    from clarion.topology.catalog import catalog
+    from clarion.topology.catalog import READERS, WRITERS, catalog
 
     print("Keys pick partitions with Kafka's default partitioner, murmur2 (the Java client's, aiokafka's, faust's);")
-    print("a record keyed client/user_id found on another partition (librdkafka's CRC32) is forwarded to its own.\n")
-    print("| topic | partitions | key | value | cleanup | purpose |\n|---|---|---|---|---|---|")
+    print("a record keyed client/user_id found on another partition (librdkafka's CRC32) is forwarded to its own.")
+    print("Stages are clarion/agents/<stage>.py. Other writers: " + "; ".join(f"{k}: {v}" for k, v in WRITERS.items())
+          + ". Other readers: " + "; ".join(f"{k}: {v}" for k, v in READERS.items()) + ".\n")
+    print("| topic | partitions | key | value | cleanup | written by | read by | purpose |")
+    print("|---|---|---|---|---|---|---|---|")
     for spec in catalog(settings).values():
         policy = "compact" if spec.compacted else "delete"
         value = f"`{spec.value.__name__}`" + (" or an array of them" if spec.batched else "")
-        print(f"| `{spec.topic}` | {spec.partitions} | {spec.key} | {value} | {policy} | {spec.purpose} |")
+        print(f"| `{spec.topic}` | {spec.partitions} | {spec.key} | {value} | {policy} | "
+              f"{', '.join(spec.writers)} | {', '.join(spec.readers)} | {spec.purpose} |")
 
 
 async def _keys(args: argparse.Namespace, settings: Settings) -> int:

@@ -39,7 +39,7 @@ CASES = [
     ("email to alice again (same key)", {"idempotency_key": "demo-1", "user_id": "alice", "channels": ["email"]}),
     ("email to bob (no address)", {"idempotency_key": "demo-4", "user_id": "bob", "channels": ["email"]}),
 ]
-TERMINAL = {"sent", "delivered", "failed", "dead-lettered", "duplicate"}
+TERMINAL = {"sent", "delivered", "failed", "dead_lettered", "duplicate", "partially_sent"}
 
 
 async def run_demo(api_url: str, sim: Simulator, api_key: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from clarion.schemas.records import DeadLetter, Outcome
 from clarion.tables.ledger import LocalLedger
 from clarion.tables.status import decode_status
 from clarion.topology.app import create_app
+from clarion.topology.outbox import Outbox
 from clarion.topology.settings import Settings
 
 USER = UserProfile(client_id="c", user_id="u1", phone="+14155550100")
@@ -33,7 +35,8 @@ class Recorder(list):
 
     def __init__(self, topo: Any) -> None:
         super().__init__()
-        self.topics = {spec.topic: name for name, spec in topo.specs.items()}
+        self.topics = {spec.topic: name for name, spec in topo.declared.specs.items()}
+        self.writes: set[tuple[str, str]] = set()  # (stage, catalog topic): held against the catalog's writers
 
     async def __call__(self, topic: str, key: bytes, value: bytes | None, partition: int | None) -> asyncio.Future:
         self.append((self.topics.get(topic, topic), key, value, partition))
@@ -50,6 +53,27 @@ class Recorder(list):
                 assert not poison
                 out.extend(items)
         return out
+
+
+def writing_stage() -> str:
+    """The agents/<stage>.py module nearest on the stack (guard.py works for the stage that called it)."""
+    for frame in inspect.stack(context=0):
+        path = Path(frame.filename)
+        if path.parent.name == "agents" and path.parent.parent.name == "clarion" and path.stem != "guard":
+            return path.stem
+    raise AssertionError("a record queued from outside the stages")
+
+
+class RecordingOutbox(Outbox):
+    """An outbox that notes which stage queued each item, for the catalog's writers."""
+
+    def __init__(self, producing: Any, writes: set[tuple[str, str]]) -> None:
+        super().__init__(producing)
+        self.writes = writes
+
+    def add(self, name: str, key: str, item: bytes, partition: int | None = None) -> None:
+        self.writes.add((writing_stage(), name))
+        super().add(name, key, item, partition)
 
 
 class Seen(msgspec.Struct):
@@ -85,9 +109,12 @@ def wired(tmp_path: Path) -> Iterator[tuple[Any, Any, Recorder]]:
     app.finalize()
     app.flow_control.resume()
     recorder = Recorder(topo)
-    topo.send_record = recorder
-    topo.offsets = NoBroker()
+    topo.emit.send_record = recorder
+    topo.emit.outbox = lambda: RecordingOutbox(topo.emit, recorder.writes)
+    topo.resources.offsets = topo.resources.users_progress.offsets = NoBroker()
     yield app, topo, recorder
+    undeclared = {(stage, name) for stage, name in recorder.writes if stage not in topo.declared.specs[name].writers}
+    assert not undeclared, f"writes the catalog does not list (stage, topic): {sorted(undeclared)}"
 
 
 async def put(app: Any, agent_name: str, key: str, value: bytes) -> None:
@@ -110,10 +137,10 @@ def request(nid: str, key: str = "k1", **kw: Any) -> NotificationRequest:
 
 async def test_dedupe_route_emits_tasks_then_flags_the_duplicate(wired) -> None:
     app, topo, sent = wired
-    topo.templates.add(TEMPLATE)
-    topo.templates.ready.set()
+    topo.resources.templates.add(TEMPLATE)
+    topo.resources.templates.ready.set()
     await put(app, "clarion.users.table", "c/u1", encode(USER))
-    assert topo.templates["c/w@latest"] == 1 and b"+14155550100" in topo.users[b"c/u1"]
+    assert topo.resources.templates["c/w@latest"] == 1 and b"+14155550100" in topo.declared.users[b"c/u1"]
 
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
         await agent.put(encode(request("n1")), key=b"c/u1")
@@ -133,8 +160,8 @@ async def test_dedupe_route_emits_tasks_then_flags_the_duplicate(wired) -> None:
 
 async def test_a_batch_record_is_routed_as_one_record_per_lane(wired) -> None:
     app, topo, sent = wired
-    topo.templates.add(TEMPLATE)
-    topo.templates.ready.set()
+    topo.resources.templates.add(TEMPLATE)
+    topo.resources.templates.ready.set()
     await put(app, "clarion.users.table", "c/u1", encode(USER))
     batch = encode_batch(encode(request(f"n{i}", key=f"k{i}")) for i in range(5))
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
@@ -146,8 +173,8 @@ async def test_a_batch_record_is_routed_as_one_record_per_lane(wired) -> None:
 
 async def test_one_bad_item_in_a_batch_does_not_cost_the_others(wired) -> None:
     app, topo, sent = wired
-    topo.templates.add(TEMPLATE)
-    topo.templates.ready.set()
+    topo.resources.templates.add(TEMPLATE)
+    topo.resources.templates.ready.set()
     await put(app, "clarion.users.table", "c/u1", encode(USER))
     batch = encode_batch([encode(request("n1")), b'{"notification_id": "n-bad"}', encode(request("n2", key="k2"))])
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
@@ -159,21 +186,21 @@ async def test_one_bad_item_in_a_batch_does_not_cost_the_others(wired) -> None:
 
 async def test_each_stage_folds_its_outcomes_into_the_status_table(wired) -> None:
     app, topo, sent = wired
-    topo.templates.add(TEMPLATE)
-    topo.templates.ready.set()
+    topo.resources.templates.add(TEMPLATE)
+    topo.resources.templates.ready.set()
     await put(app, "clarion.users.table", "c/u1", encode(USER))
     async with app.agents["clarion.critical.dedupe_route"].test_context() as agent:
         await agent.put(encode(request("n1")), key=b"c/u1")
         await agent.put(encode(request("n2", key="k1")), key=b"c/u1")
-    assert decode_status(topo.status[b"n1"]).status == "accepted"
-    assert decode_status(topo.status[b"n2"]).status == "duplicate"
+    assert decode_status(topo.declared.status[b"n1"]).status == "accepted"
+    assert decode_status(topo.declared.status[b"n2"]).status == "duplicate"
     [task] = sent.on("critical.sms")
-    topo._ledger = LocalLedger(60)
-    topo._clients = {"sms": Answering()}
-    out = topo.outbox()
+    topo.resources._ledger = LocalLedger(60)
+    topo.resources._clients = {"sms": Answering()}
+    out = topo.emit.outbox()
     await deliver_batch(topo, [Part(0, b"u1", [task])], out)
-    await topo.statuses.flush()
-    doc = decode_status(topo.status[b"n1"])
+    await topo.resources.statuses.flush()
+    doc = decode_status(topo.declared.status[b"n1"])
     assert doc.status == "sent" and doc.deliveries["n1.sms.0"].provider_message_id == "pm-1"
 
 
@@ -213,16 +240,17 @@ async def delivering(wired, simulator):
     sim, url = simulator
     from dataclasses import replace
 
-    topo.settings = replace(topo.settings, twilio_url=url, twilio_auth_token=sim.twilio_auth_token)
-    topo._ledger = LocalLedger(60)
-    topo.templates.add(TEMPLATE)
-    topo.templates.ready.set()
+    pointed = replace(topo.declared.settings, twilio_url=url, twilio_auth_token=sim.twilio_auth_token)
+    topo.declared.settings = topo.resources.settings = pointed
+    topo.resources._ledger = LocalLedger(60)
+    topo.resources.templates.add(TEMPLATE)
+    topo.resources.templates.ready.set()
     yield topo, sent, sim
-    await topo.close()
+    await topo.resources.close()
 
 
 async def deliver(topo: Any, *tasks: DeliveryTask) -> None:
-    out = topo.outbox()
+    out = topo.emit.outbox()
     await deliver_batch(topo, [Part(0, b"u1", list(tasks))], out)
     await out.flush()
 
@@ -241,7 +269,7 @@ async def test_a_batch_is_claimed_sent_and_reported_together(delivering) -> None
     tasks = [task(address=f"+1415555{i:04d}") for i in range(20)]
     await deliver(topo, *tasks)
     assert sorted(d["address"] for d in sim.state.deliveries) == sorted(t.address for t in tasks)
-    assert len([v for name, _, v, _ in sent if name == "outcomes"]) <= topo.settings.outcome_partitions
+    assert len([v for name, _, v, _ in sent if name == "outcomes"]) <= topo.declared.settings.outcome_partitions
     assert sorted(o.delivery_id for o in sent.on("outcomes") if o.status == "sent") == sorted(
         t.delivery_id for t in tasks
     )
@@ -298,7 +326,7 @@ async def test_a_long_retry_after_waits_in_its_own_delay_topic(delivering) -> No
 async def test_a_claimed_delivery_is_looked_at_again_without_spending_an_attempt(delivering) -> None:
     topo, sent, sim = delivering
     t = task(attempt=3)  # the last attempt: spending it would dead-letter the delivery
-    await topo.ledger.claim(t.delivery_id)  # a worker that died holding the claim
+    await topo.resources.ledger.claim(t.delivery_id)  # a worker that died holding the claim
     await deliver(topo, t)
     [again] = sent.on("critical.retry.2s")
     assert again.attempt == 3 and not sent.on("dlq") and not sim.state.deliveries

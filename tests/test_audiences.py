@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clarion.audiences import (
+from clarion.schemas.audiences import (
     MAX_DEPTH,
     MAX_EXPRESSION_CHARS,
     MAX_USER_IDS,

@@ -200,7 +200,7 @@ async def test_a_notification_sent_over_the_api_appears_on_the_dashboard(stack: 
     await stack.wait_status(nid, {"sent"})
     stack.sim.state.faults.append(Fault("sms", "transient", USER["phone"]))  # retries exhausted: a dead letter
     dead = await send(stack, ["sms"])
-    await stack.wait_status(dead, {"dead-lettered"})
+    await stack.wait_status(dead, {"dead_lettered"})
 
     async with chromium(tmp_path / "chromium") as page:
         await page.goto(stack.url + "/ui")

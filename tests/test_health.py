@@ -25,7 +25,8 @@ from clarion.keys import create_key
 from clarion.logs import JsonFormatter
 from clarion.topology.embedded import EmbeddedBroker, free_port, stop_process, wait_for_port
 from clarion.topology.worker import WorkerProcess, settings_env
-from clarion.web.api import PRODUCER_PROBE, create_api
+from clarion.web.api import create_api
+from clarion.web.context import PRODUCER_PROBE
 from tests.api_stack import Stack, api_stack_fixture
 from tests.conftest import test_settings
 

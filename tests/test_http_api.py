@@ -28,7 +28,7 @@ async def test_notification_is_delivered_exactly_once_and_shows_sent(stack: Stac
     status, body = await stack.call("POST", "/notif", stack.notif())
     assert status == 202 and body["status"] == "accepted"
     nid = body["notification_id"]
-    doc = await stack.wait_status(nid, {"sent", "failed", "dead-lettered"})
+    doc = await stack.wait_status(nid, {"sent", "failed", "dead_lettered"})
     assert doc["status"] == "sent" and doc["attempts"] == 1
     receipts = [d for d in stack.sim.state.deliveries if d["nid"] == nid]
     assert len(receipts) == 1

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from clarion.schemas.records import CHANNELS
+from clarion.schemas.channels import CHANNELS
 from clarion.topology.catalog import catalog
 from clarion.topology.embedded import free_port
 from clarion.topology.offsets import BrokerOffsets

@@ -120,7 +120,7 @@ async def test_retries_rate_limits_and_dead_letters_are_counted(stack: Stack) ->
     await stack.wait_status(body["notification_id"], {"sent"})
     stack.sim.state.faults.append(Fault("sms", "transient", PHONE, times=3))  # max_attempts=3: dead-lettered
     status, body = await stack.call("POST", "/notif", stack.notif(channels=["sms"]))
-    await stack.wait_status(body["notification_id"], {"dead-lettered"})
+    await stack.wait_status(body["notification_id"], {"dead_lettered"})
     after = await scraped(stack, "worker")
 
     def grew(name: str, **labels: str) -> float:
@@ -217,11 +217,11 @@ async def test_lag_is_end_minus_committed_over_the_held_partitions_of_clarion_to
     req0, req1, email = TopicPartition("p.req", 0), TopicPartition("p.req", 1), TopicPartition("p.email", 3)
     offsets = FakeOffsets({req0: 10, req1: 5, email: 4}, {req0: 7, email: 4})  # req1: nothing committed yet
     held = {TP("p.req", 0), TP("p.req", 1), TP("p.email", 3), TP("grp-status-changelog", 0)}  # a changelog: not lag
+    app = SimpleNamespace(assignor=SimpleNamespace(assigned_actives=lambda: held), conf=SimpleNamespace(id="grp"))
+    specs = {"critical.requests": SimpleNamespace(topic="p.req"), "critical.email": SimpleNamespace(topic="p.email")}
     topo = SimpleNamespace(
-        app=SimpleNamespace(assignor=SimpleNamespace(assigned_actives=lambda: held), conf=SimpleNamespace(id="grp")),
-        offsets=offsets, specs={"critical.requests": SimpleNamespace(topic="p.req"),
-                                "critical.email": SimpleNamespace(topic="p.email")}, jobs=None,
-    )  # fmt: skip
+        declared=SimpleNamespace(app=app, specs=specs), resources=SimpleNamespace(offsets=offsets, jobs=None)
+    )
     probes = ScrapeProbes(topo, ttl_s=60)  # type: ignore[arg-type]
     await probes.refresh()
     assert probes.lag == {"p.req": 3 + 5, "p.email": 0}

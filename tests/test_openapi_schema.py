@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from clarion.audiences import ExpressionError, audience_from_body
+from clarion.schemas.audiences import ExpressionError, audience_from_body
 from clarion.schemas.promo_validation import validate_campaign
 from clarion.schemas.records import TemplateVersion
 from clarion.schemas.validation import (
@@ -43,7 +43,8 @@ from clarion.tables.api_keys import SCOPES, Caller
 from clarion.tables.templates import check_template
 from clarion.tables.templates_view import TemplatesView
 from clarion.topology.settings import Settings
-from clarion.web.api import PARTITIONS, TEMPLATES, Rejected, _claim, accept_notification, create_api
+from clarion.web.api import accept_notification, create_api
+from clarion.web.context import PARTITIONS, TEMPLATES, Rejected, claim
 from clarion.web.openapi import build_spec
 from clarion.web.openapi_docs import render_docs
 
@@ -79,22 +80,22 @@ def _notif(body: Any) -> None:
 
 
 def _user(body: Any) -> None:
-    _claim(body, CALLER)
+    claim(body, CALLER)
     validate_user(body, CLIENT)
 
 
 def _template(body: Any) -> None:
-    _claim(body, CALLER)
+    claim(body, CALLER)
     check_template(validate_template(body, CLIENT))
 
 
 def _campaign(body: Any) -> None:
-    _claim(body, CALLER)
+    claim(body, CALLER)
     validate_campaign(body, CLIENT, time.time())
 
 
 def _preview(body: Any) -> None:  # web/preview.py's checks, in its order
-    _claim(body, CALLER)
+    claim(body, CALLER)
     if not isinstance(body, dict):
         raise ValidationFailed([{"field": "body", "error": "must be a JSON object"}])
     audience_from_body(body.get("audience"))

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from clarion.agents.policy import Decision, decide, next_inside, next_outside, remember
-from clarion.audiences import Audience
+from clarion.schemas.audiences import Audience
 from clarion.schemas.promo import Campaign, SendWindow
 from clarion.schemas.records import QuietHours, TemplateVersion, UserProfile
 from clarion.tables.suppression import entry

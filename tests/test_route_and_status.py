@@ -101,7 +101,7 @@ def test_status_terminal_states() -> None:
     failed = fold(fold(None, outcome("accepted", planned=0)), outcome("failed", channel="email", reason="no_address"))
     assert failed.status == "failed" and failed.failures == {"email": "no_address"}
     dead = fold(fold(None, outcome("accepted", planned=1)), outcome("dead_lettered", delivery_id="d", attempt=4))
-    assert dead.status == "dead-lettered"
+    assert dead.status == "dead_lettered"
 
 
 class FakeWriter:

@@ -43,7 +43,7 @@ async def wait_delivered(stack: Stack, user_id: str, channel: str) -> dict[str, 
     status, body = await stack.call("POST", "/notif", stack.notif(user_id=user_id, channels=[channel]))
     assert status == 202, body
     nid = body["notification_id"]
-    doc = await stack.wait_status(nid, {"sent", "failed", "dead-lettered"})
+    doc = await stack.wait_status(nid, {"sent", "failed", "dead_lettered"})
     assert doc["status"] == "sent", doc
     [receipt] = [d for d in stack.sim.state.deliveries if d["nid"] == nid]
     return receipt

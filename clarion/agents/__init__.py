@@ -35,34 +35,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from clarion.topology.settings import check_lanes
+
 if TYPE_CHECKING:
-    from clarion.topology.settings import Settings
     from clarion.topology.topology import Topology
-
-LANE_CHOICES = ("all", "critical", "promo")
-
-
-def check_lanes(settings: Settings) -> str:
-    """The worker's `lanes`, or a ValueError naming the choices."""
-    if settings.lanes not in LANE_CHOICES:
-        raise ValueError(f"CLARION_LANES is {settings.lanes!r}: one of {', '.join(LANE_CHOICES)}")
-    return settings.lanes
-
-
-def group_id(settings: Settings) -> str:
-    """The faust app id (so the consumer group) of a worker running `settings.lanes`."""
-    return f"{settings.app_id}-promo" if check_lanes(settings) == "promo" else settings.app_id
-
-
-def promo_groups(settings: Settings) -> list[str]:
-    """The consumer groups that may consume the promo lanes: the main one (`all`), the promo workers'."""
-    return [settings.app_id, f"{settings.app_id}-promo"]
 
 
 def register_all(topo: Topology) -> None:
     from clarion.agents import dedupe, deliver, fanout, feedback, retry, schedule, users
 
-    lanes = check_lanes(topo.settings)
+    lanes = check_lanes(topo.declared.settings)
     only = None if lanes == "all" else [lanes]
     if lanes != "promo":
         users.register(topo)

@@ -31,8 +31,9 @@ from clarion.logs import event
 from clarion.providers.base import Delivered, PermanentFailure, SendResult, TransientFailure
 from clarion.providers.dispatch import Order, Reply, order_for
 from clarion.providers.sender import SenderGone
+from clarion.schemas.channels import CHANNELS
 from clarion.schemas.codec import encode
-from clarion.schemas.records import CHANNELS, DeliveryTask, Feedback
+from clarion.schemas.records import DeliveryTask, Feedback
 from clarion.tables.ledger import CANCELLED, FAILED, SENT
 from clarion.tables.status import partition_of
 from clarion.tables.suppression import suppresses
@@ -47,7 +48,7 @@ log = logging.getLogger("clarion.deliver")
 
 
 def register(topo: Topology, only: Sequence[str] | None = None) -> None:
-    for lane in lanes(topo.settings):
+    for lane in lanes(topo.declared.settings):
         if only is None or lane.name in only:
             for channel in CHANNELS:
                 _register_lane(topo, lane, channel)
@@ -60,14 +61,15 @@ def _register_lane(topo: Topology, lane: Lane, channel: str) -> None:
         await deliver_batch(topo, parts, out)
 
     # a promo record holds hundreds of executions (written by fanout): a few records are a big batch
-    most = topo.settings.promo_batch_records if lane.name == "promo" else None
+    most = topo.declared.settings.promo_batch_records if lane.name == "promo" else None
 
     async def run(stream: faust.StreamT) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle, max_records=most)
 
     run.__name__ = source.replace(".", "_")
     run.__doc__ = f"Deliver {lane.name} {channel} tasks: render, dispatch (claim, send, settle), emit outcomes."
-    topo.app.agent(topo.topics[source], name=f"clarion.deliver.{source}", concurrency=lane.concurrency)(run)
+    agent = topo.declared.app.agent
+    agent(topo.declared.topics[source], name=f"clarion.deliver.{source}", concurrency=lane.concurrency)(run)
 
 
 @dataclass
@@ -82,8 +84,8 @@ class Attempt:
 
 async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
     """One attempt at each delivery, each ending in an outcome (and a retry or DLQ entry)."""
-    await topo.templates.ready.wait()
-    now = topo.clock()
+    await topo.resources.templates.ready.wait()
+    now = topo.resources.clock()
     ready: list[Attempt] = []
     settled: list[DeliveryTask] = []  # campaign executions ended here, without a call
     endings: list[tuple[str, str, str]] = []
@@ -94,32 +96,32 @@ async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out
                 continue
             content = _prepare(topo, task, now)
             if isinstance(content, str):
-                topo.outcome(out, part.partition, "failed", task, reason=content, **_where(task))
+                topo.emit.outcome(out, part.partition, "failed", task, reason=content, **_where(task))
                 if task.campaign:
                     endings.append((task.delivery_id, FAILED, content))
                     settled.append(task)
             else:
                 ready.append(Attempt(part.partition, task, content))
     if endings:  # counted in their campaigns, once
-        await topo.ledger.record_many(endings, [task.campaign for task in settled])
+        await topo.resources.ledger.record_many(endings, [task.campaign for task in settled])
     if not ready:
         return
-    last = topo.settings.max_attempts
+    last = topo.declared.settings.max_attempts
     orders = [_order(a.task, a.content, a.task.attempt >= last) for a in ready]
     try:
-        replies = await topo.dispatcher.run(orders)
+        replies = await topo.resources.dispatcher.run(orders)
     except SenderGone as exc:  # what it did is in the ledger: look again later, spending no attempt
         event(log, "deliveries handed to a sender that exited", logging.ERROR, deliveries=len(ready), exc=str(exc))
         replies = [Reply("in_flight") for _ in ready]
-    topo.provider_metrics.observe(orders, replies)
+    topo.resources.provider_metrics.observe(orders, replies)
     for attempt, reply in zip(ready, replies, strict=True):
         if reply.kind == "final":  # a replay of a settled delivery: the same outcome again, nothing else
             _replay_final(topo, out, attempt, reply.state, reply.detail)
         elif reply.kind == "in_flight":
-            _look_again(topo, out, attempt, now, topo.settings.retry_delays()[0],
+            _look_again(topo, out, attempt, now, topo.declared.settings.retry_delays()[0],
                         "in_flight: another worker holds this delivery's claim")  # fmt: skip
         elif reply.kind == "held":
-            _look_again(topo, out, attempt, now, topo.settings.provider_auth_hold_s, f"held: {reply.detail}")
+            _look_again(topo, out, attempt, now, topo.declared.settings.provider_auth_hold_s, f"held: {reply.detail}")
         else:
             attempt.result = reply.result()
             _settle(topo, out, attempt, now)
@@ -134,13 +136,13 @@ def _campaign_allows(
     topo: Topology, out: Outbox, partition: int, task: DeliveryTask, now: float, endings: list[tuple[str, str, str]]
 ) -> bool:
     """Whether a campaign's execution may go now; if not, it ends (cancelled: added to `endings`) or waits."""
-    state = topo.controls.get(task.campaign)
+    state = topo.resources.controls.get(task.campaign)
     if state == "cancelled":
-        topo.outcome(out, partition, "cancelled", task, reason="campaign cancelled", **_where(task))
+        topo.emit.outcome(out, partition, "cancelled", task, reason="campaign cancelled", **_where(task))
         endings.append((task.delivery_id, CANCELLED, "campaign cancelled"))
         return False
     if state == "paused":
-        _put_off(topo, out, task, now, topo.settings.retry_delays()[0])
+        _put_off(topo, out, task, now, topo.declared.settings.retry_delays()[0])
         return False
     if task.not_before > now + 0.5:  # deferred (quiet hours, send window) and back early: wait on
         _put_off(topo, out, task, now, task.not_before - now, keep_due=True)
@@ -152,7 +154,7 @@ def _put_off(
     topo: Topology, out: Outbox, task: DeliveryTask, now: float, wait_s: float, keep_due: bool = False
 ) -> None:
     """Back to the lane's retry schedule for about `wait_s`, spending no attempt and emitting no outcome."""
-    delay = topo.settings.retry_bucket(wait_s)
+    delay = topo.declared.settings.retry_bucket(wait_s)
     later = task if keep_due else msgspec.structs.replace(task, not_before=now + delay)
     out.add(retry_topic(task.lane, delay), task.user_key, encode(later))
 
@@ -165,7 +167,7 @@ def _prepare(topo: Topology, task: DeliveryTask, now: float) -> Rendered | str:
     """The rendered content, or why this delivery fails permanently before any provider call."""
     if task.expires_at is not None and now >= task.expires_at:
         return "expired"
-    template = resolve(topo.templates, task.client_id, task.template_id, task.template_version)
+    template = resolve(topo.resources.templates, task.client_id, task.template_id, task.template_version)
     if template is None:
         return f"unknown_template: {task.template_id}@{task.template_version}"
     try:
@@ -180,13 +182,13 @@ def _prepare(topo: Topology, task: DeliveryTask, now: float) -> Rendered | str:
 def _replay_final(topo: Topology, out: Outbox, attempt: Attempt, state: str, detail: str) -> None:
     task, where = attempt.task, _where(attempt.task)
     if state == SENT:
-        topo.outcome(out, attempt.partition, "sent", task, provider_message_id=detail, **where)
+        topo.emit.outcome(out, attempt.partition, "sent", task, provider_message_id=detail, **where)
     elif state == FAILED:
-        topo.outcome(out, attempt.partition, "failed", task, reason=detail, **where)
+        topo.emit.outcome(out, attempt.partition, "failed", task, reason=detail, **where)
     elif state == CANCELLED:
-        topo.outcome(out, attempt.partition, "cancelled", task, reason=detail, **where)
+        topo.emit.outcome(out, attempt.partition, "cancelled", task, reason=detail, **where)
     else:  # DEAD: already in the DLQ once
-        topo.outcome(out, attempt.partition, "dead_lettered", task, reason=detail, **where)
+        topo.emit.outcome(out, attempt.partition, "dead_lettered", task, reason=detail, **where)
 
 
 def _look_again(topo: Topology, out: Outbox, attempt: Attempt, now: float, wait_s: float, reason: str) -> None:
@@ -197,7 +199,7 @@ def _look_again(topo: Topology, out: Outbox, attempt: Attempt, now: float, wait_
     provider refused our credentials. Neither may burn the delivery's attempts.
     """
     _put_off(topo, out, attempt.task, now, wait_s)
-    topo.outcome(out, attempt.partition, "retrying", attempt.task, reason=reason, **_where(attempt.task))
+    topo.emit.outcome(out, attempt.partition, "retrying", attempt.task, reason=reason, **_where(attempt.task))
 
 
 def _rejected(task: DeliveryTask, reason: str) -> Feedback:
@@ -210,27 +212,27 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
     task, result, partition = attempt.task, attempt.result, attempt.partition
     where = _where(task)
     if isinstance(result, Delivered):
-        topo.outcome(out, partition, "sent", task, provider_message_id=result.provider_message_id, **where)
+        topo.emit.outcome(out, partition, "sent", task, provider_message_id=result.provider_message_id, **where)
     elif isinstance(result, PermanentFailure):
-        topo.outcome(out, partition, "failed", task, reason=result.reason, **where)
+        topo.emit.outcome(out, partition, "failed", task, reason=result.reason, **where)
         if suppresses(task.channel, result.reason):  # a dead token, an opted-out number: never again
             if task.campaign:  # promo partitions are not the users': suppress where the user lives
                 home = partition_of(task.notification_id)
                 out.add("feedback", task.notification_id, encode(_rejected(task, result.reason)), home)
             else:
-                topo.suppressions.add(partition, task.user_key, task.channel, task.address, result.reason)
-    elif isinstance(result, TransientFailure) and task.attempt < topo.settings.max_attempts:
-        settings = topo.settings
+                topo.resources.suppressions.add(partition, task.user_key, task.channel, task.address, result.reason)
+    elif isinstance(result, TransientFailure) and task.attempt < topo.declared.settings.max_attempts:
+        settings = topo.declared.settings
         wait = max(settings.retry_delay(task.attempt), min(result.retry_after or 0.0, settings.retry_max_delay_s))
         delay = settings.retry_bucket(wait)
         retry = msgspec.structs.replace(task, attempt=task.attempt + 1, not_before=now + delay)
         out.add(retry_topic(task.lane, delay), task.user_key, encode(retry))
-        topo.outcome(out, partition, "retrying", task, reason=result.reason, **where)
+        topo.emit.outcome(out, partition, "retrying", task, reason=result.reason, **where)
     else:
         reason = f"retries_exhausted: {getattr(result, 'reason', 'unknown')}"
-        topo.dead_letter(
+        topo.emit.dead_letter(
             out,
-            topo.specs[lane_topic(task.lane, task.channel)].topic,
+            topo.declared.specs[lane_topic(task.lane, task.channel)].topic,
             reason,
             encode(task),
             task.user_key,
@@ -239,4 +241,4 @@ def _settle(topo: Topology, out: Outbox, attempt: Attempt, now: float) -> None:
             attempt=task.attempt,
             trace_id=task.trace_id,
         )
-        topo.outcome(out, partition, "dead_lettered", task, reason=reason, **where)
+        topo.emit.outcome(out, partition, "dead_lettered", task, reason=reason, **where)

@@ -29,21 +29,21 @@ import faust
 import msgspec
 from aiokafka import TopicPartition
 
-from clarion.agents import promo_groups
 from clarion.agents.guard import Part, guarded
 from clarion.agents.policy import decide, remember
-from clarion.audiences import Predicate, compile_audience
 from clarion.logs import event
+from clarion.schemas.audiences import Predicate, compile_audience
 from clarion.schemas.codec import decode, encode
 from clarion.schemas.promo import Campaign, CampaignEvent, Cursor, ExpandCommand, ExpansionProgress
 from clarion.schemas.records import DeliveryTask, TemplateVersion, UserProfile, scoped
-from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.status import new_notification_id
 from clarion.tables.store import PartitionedStore
 from clarion.tables.templates import resolve
+from clarion.topology import faust_compat
 from clarion.topology.catalog import lane_topic, retry_topic
 from clarion.topology.outbox import Outbox
 from clarion.topology.partitioning import partition_for
+from clarion.topology.settings import promo_groups
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
@@ -76,7 +76,7 @@ class PromoLag:
         self.per_record = 1.0  # executions per lane record, as written here lately
         self.since_asked = 0
         self.asked = 0.0
-        specs = topo.specs
+        specs = topo.declared.specs
         self.tps = [
             TopicPartition(specs[name].topic, p)
             for name in specs
@@ -97,10 +97,10 @@ class PromoLag:
         if time.monotonic() - self.asked >= 1.0:
             self.asked = time.monotonic()
             try:
-                ends = await self.topo.offsets.end_offsets(self.tps)
+                ends = await self.topo.resources.offsets.end_offsets(self.tps)
                 committed: dict[TopicPartition, int] = {}
-                for group in promo_groups(self.topo.settings):  # `all` workers' group, or the promo workers'
-                    for tp, offset in (await self.topo.offsets.committed(group, self.tps)).items():
+                for group in promo_groups(self.topo.declared.settings):  # `all` workers' group, or the promo workers'
+                    for tp, offset in (await self.topo.resources.offsets.committed(group, self.tps)).items():
                         committed[tp] = max(offset, committed.get(tp, 0))
                 self.records_behind = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
                 self.since_asked = 0
@@ -110,15 +110,15 @@ class PromoLag:
 
 
 def register(topo: Topology) -> None:
-    settings = topo.settings
-    cursors = ChangelogWriter(topo, topo.cursors)
-    frequency = ChangelogWriter(topo, topo.frequency)
-    users = PartitionedStore(topo.users)
+    settings = topo.declared.settings
+    cursors = topo.emit.writer(topo.declared.cursors)
+    frequency = topo.emit.writer(topo.declared.frequency)
+    users = PartitionedStore(topo.declared.users)
     active: dict[int, set[str]] = {}  # users partition -> campaigns being expanded there
     indexed: set[int] = set()
     lag = PromoLag(topo)
     paced: dict[tuple[int, str], float] = {}  # (partition, campaign) -> when its last step ran
-    topic = topo.specs[SOURCE].topic
+    topic = topo.declared.specs[SOURCE].topic
     cap = settings.frequency_cap()
 
     def cursor_of(partition: int, key: str) -> Cursor | None:
@@ -140,13 +140,13 @@ def register(topo: Topology) -> None:
                 active.setdefault(part.partition, set()).add(key)
         await cursors.flush()
 
-    @topo.app.agent(topo.topics[SOURCE], name="clarion.promo.fanout")
+    @topo.declared.app.agent(topo.declared.topics[SOURCE], name="clarion.promo.fanout")
     async def fanout(stream: faust.StreamT) -> None:
         """Take a started campaign's command for this users partition: its expansion starts at the next step."""
         await guarded(topo, SOURCE, stream, ExpandCommand, handle)
 
     def owned() -> set[int]:
-        return {tp.partition for tp in topo.app.assignor.assigned_actives() if tp.topic == topic}
+        return faust_compat.owned_partitions(topo.declared.app, topic)
 
     def index(partition: int) -> None:
         indexed.add(partition)
@@ -160,22 +160,22 @@ def register(topo: Topology) -> None:
         for gone in indexed - mine:
             indexed.discard(gone)
             active.pop(gone, None)
-        if not topo.app.tables.recovery.completed.is_set():
+        if not faust_compat.recovered(topo.declared.app):
             return
         for partition in mine - indexed:
             index(partition)
         work = [(p, key) for p in sorted(active) if p in mine for key in sorted(active[p])]
         if not work or await lag.over(settings.promo_max_queued):
             return
-        await topo.templates.ready.wait()
-        out = topo.outbox()
+        await topo.resources.templates.ready.wait()
+        out = topo.emit.outbox()
         changed: list[tuple[int, str, Cursor]] = []
         for partition, key in work:
             cursor = cursor_of(partition, key)
             if cursor is None or cursor.progress.done:
                 active.get(partition, set()).discard(key)
                 continue
-            state = topo.controls.get(key)
+            state = topo.resources.controls.get(key)
             if state == "paused":
                 continue
             if state == "cancelled":
@@ -185,7 +185,7 @@ def register(topo: Topology) -> None:
                 if budget == 0:
                     continue
                 # the users written before the campaign started are in its audience: folded first
-                await topo.users_progress.caught_up(partition, cursor.command.started_at)
+                await topo.resources.users_progress.caught_up(partition, cursor.command.started_at)
                 expand(partition, cursor, budget, out)
                 await asyncio.sleep(0)  # a partition's batch at a time: critical work in between
             changed.append((partition, key, cursor))
@@ -194,10 +194,11 @@ def register(topo: Topology) -> None:
         lanes = [items for (name, _), (_, items) in out.groups.items() if name.startswith(f"{LANE}.")]
         lag.wrote(len(lanes), sum(len(items) for items in lanes))
         await out.flush()
-        await topo.app.producer.flush()  # the executions are the broker's before the cursor moves past them
+        await topo.declared.app.producer.flush()  # the executions are the broker's before the cursor moves past them
         for partition, key, cursor in changed:
             cursors.set(partition, key.encode(), _json(cursor))
-            report = CampaignEvent(kind="progress", campaign_key=key, progress=cursor.progress, ts=topo.clock())
+            now = topo.resources.clock()
+            report = CampaignEvent(kind="progress", campaign_key=key, progress=cursor.progress, ts=now)
             out.add("promo.jobs", key, encode(report))
             if cursor.progress.done:
                 active.get(partition, set()).discard(key)
@@ -223,9 +224,9 @@ def register(topo: Topology) -> None:
     def expand(partition: int, cursor: Cursor, budget: int, out: Outbox) -> None:
         command = cursor.command
         campaign = command.campaign
-        template = resolve(topo.templates, campaign.client_id, campaign.template_id, command.template_version)
+        template = resolve(topo.resources.templates, campaign.client_id, campaign.template_id, command.template_version)
         matches = audience_of(campaign)
-        now = topo.clock()
+        now = topo.resources.clock()
         counted = cursor.progress
         if cursor.sweeping:  # a sweep re-sends what was expanded before: the totals stay as they were
             cursor.progress = msgspec.structs.replace(counted, skipped=dict(counted.skipped))
@@ -280,7 +281,8 @@ def register(topo: Topology) -> None:
         campaign = cursor.command.campaign
         user_key = user.user_key.encode()
         recent = _recent_decode(raw) if (raw := frequency.get(partition, user_key)) else {}
-        decision = decide(user, campaign, template, now, topo.suppressions.of(partition, user.user_key), recent, cap)
+        suppressed = topo.resources.suppressions.of(partition, user.user_key)
+        decision = decide(user, campaign, template, now, suppressed, recent, cap)
         if decision.skip is not None:
             _skip(cursor.progress, decision.skip)
             return 0
@@ -322,7 +324,7 @@ def register(topo: Topology) -> None:
             compiled[campaign.key] = compile_audience(campaign.audience, campaign.client_id)
         return compiled[campaign.key]
 
-    @topo.app.task
+    @topo.declared.app.task
     async def expand_steps() -> None:
         """One expansion step every `promo_tick_s` (a step can take longer than a tick: no overlap)."""
         while True:

@@ -19,10 +19,11 @@ import faust
 
 from clarion.agents.guard import Part, guarded
 from clarion.logs import event
+from clarion.schemas.channels import channel, same_address
 from clarion.schemas.codec import decode
 from clarion.schemas.records import Feedback, UserProfile, scoped
+from clarion.schemas.status import StatusDoc
 from clarion.tables.changelog import ChangelogWriter
-from clarion.tables.status import StatusDoc
 from clarion.tables.suppression import feedback_suppresses, suppresses
 from clarion.tables.users import addresses_for
 from clarion.topology.outbox import Outbox
@@ -45,15 +46,16 @@ class _Source:
 
 
 def register(topo: Topology) -> None:
-    users = topo.writer(topo.users)
+    users = topo.emit.writer(topo.declared.users)
 
     async def handle(parts: Sequence[Part[Feedback]], out: Outbox) -> None:
         for part in parts:
             for item in part.items:
                 fold_feedback(topo, users, part.partition, item, out)
 
-    @topo.app.agent(topo.topics[SOURCE], name="clarion.feedback")
+    @topo.declared.app.agent(topo.declared.topics[SOURCE], name="clarion.feedback")
     async def feedback(stream: faust.StreamT) -> None:
+        """Fold what providers reported later into the status; suppress addresses that are gone."""
         await guarded(topo, SOURCE, stream, Feedback, handle)
 
 
@@ -62,22 +64,23 @@ def fold_feedback(topo: Topology, users: ChangelogWriter, partition: int, item: 
     if item.status == "rejected":  # from a promo lane: the outcome went out there, the suppression is ours
         if item.client_id and item.user_id and suppresses(item.channel, item.reason or ""):
             user_key = scoped(item.client_id, item.user_id)
-            topo.suppressions.add(partition, user_key, item.channel, item.address, item.reason or "rejected")
+            topo.resources.suppressions.add(partition, user_key, item.channel, item.address, item.reason or "rejected")
         return
-    doc = topo.statuses.get(partition, item.notification_id)
+    doc = topo.resources.statuses.get(partition, item.notification_id)
     if doc is None or not item.delivery_id.startswith(f"{item.notification_id}.{item.channel}."):
-        topo.counters[("feedback", item.channel, "unknown")] += 1
+        topo.emit.counters[("feedback", item.channel, "unknown")] += 1
         event(log, "feedback for an unknown notification or delivery dropped", logging.WARNING,
               notification_id=item.notification_id, delivery_id=item.delivery_id, partition=partition)  # fmt: skip
         return
     source = _Source(item.notification_id, doc.client_id, doc.user_id)
-    topo.outcome(out, partition, item.status, source, channel=item.channel, delivery_id=item.delivery_id,
+    topo.emit.outcome(out, partition, item.status, source, channel=item.channel, delivery_id=item.delivery_id,
                  reason=item.reason, provider_message_id=item.provider_message_id)  # fmt: skip
     if feedback_suppresses(item.channel, item.status, item.reason):
         address = _address(users, partition, doc, item)
         if address:
             reason = f"{item.status}: {item.reason}" if item.reason else item.status
-            topo.suppressions.add(partition, scoped(doc.client_id, doc.user_id), item.channel, address, reason)
+            user_key = scoped(doc.client_id, doc.user_id)
+            topo.resources.suppressions.add(partition, user_key, item.channel, address, reason)
             event(log, "address suppressed after feedback", notification_id=item.notification_id,
                   channel=item.channel, reason=reason)  # fmt: skip
 
@@ -90,8 +93,8 @@ def _address(users: ChangelogWriter, partition: int, doc: StatusDoc, item: Feedb
     """
     raw = users.get(partition, scoped(doc.client_id, doc.user_id).encode())
     held = addresses_for(decode(UserProfile, raw), item.channel) if raw else []
-    wanted = item.address.lower() if item.channel == "email" else item.address
+    spec = channel(item.channel)
     for address in held:
-        if (address.lower() if item.channel == "email" else address) == wanted:
+        if same_address(spec, address, item.address):
             return address
     return item.address

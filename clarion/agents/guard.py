@@ -27,6 +27,7 @@ import msgspec
 
 from clarion.logs import event
 from clarion.schemas.codec import decode_batch, encode
+from clarion.topology import faust_compat
 from clarion.topology.catalog import USER_KEY
 from clarion.topology.outbox import Outbox
 from clarion.topology.partitioning import partition_for
@@ -61,12 +62,12 @@ def ids_of(record: Any) -> dict[str, Any]:
 
 def dead_letter_item(topo: Topology, out: Outbox, source: str, record: Any, reason: str, key: Any) -> None:
     """Dead-letter one decoded item (its re-encoded JSON is the payload)."""
-    topo.dead_letter(out, topo.specs[source].topic, reason, encode(record), key, **ids_of(record))
+    topo.emit.dead_letter(out, topo.declared.specs[source].topic, reason, encode(record), key, **ids_of(record))
 
 
 def forward_misplaced(topo: Topology, source: str, partition: int, items: list[R], out: Outbox) -> list[R]:
     """The items whose key belongs on `partition`; the others are re-produced to their own partition."""
-    partitions = topo.specs[source].partitions
+    partitions = topo.declared.specs[source].partitions
     here = []
     for item in items:
         key = item.user_key  # type: ignore[attr-defined]
@@ -74,7 +75,7 @@ def forward_misplaced(topo: Topology, source: str, partition: int, items: list[R
             here.append(item)
         else:
             out.add(source, key, encode(item))
-            topo.counters[("stage", source, "forwarded")] += 1
+            topo.emit.counters[("stage", source, "forwarded")] += 1
     if len(here) < len(items):
         event(log, "items on the wrong partition for their key forwarded", logging.WARNING, source=source,
               partition=partition, forwarded=len(items) - len(here))  # fmt: skip
@@ -95,17 +96,17 @@ async def guarded(
     `after` runs once the records taken are fully handled (their output handed to the producer);
     `max_records` caps the records taken at once (default `stage_batch_records`).
     """
-    topic = topo.specs[source].topic
-    counters = topo.counters
-    settings = topo.settings
+    topic = topo.declared.specs[source].topic
+    counters = topo.emit.counters
+    settings = topo.declared.settings
     # Keyed by client/user_id: an item on another partition than its key's was produced with another
     # partitioner (librdkafka's default is not murmur2); its user's tables live elsewhere, so it moves there.
-    placed = topo.specs[source].key == USER_KEY
+    placed = topo.declared.specs[source].key == USER_KEY
     most = max_records or settings.stage_batch_records
     async for events in take_waiting(stream, most, settings.stage_batch_wait_ms / 1000):
         counters[("stage", source, "takes")] += 1
         counters[("stage", source, "records")] += len(events)
-        out = topo.outbox()
+        out = topo.emit.outbox()
         parts: list[Part[R]] = []
         poisoned = []
         for ev in events:
@@ -117,20 +118,20 @@ async def guarded(
                 parts.append(Part(ev.message.partition, ev.key, items))
                 counters[("stage", source, "items")] += len(items)
         for bad, key in poisoned:
-            topo.dead_letter(out, topic, bad.reason, bad.raw, key)
+            topo.emit.dead_letter(out, topic, bad.reason, bad.raw, key)
         if parts:
             try:
                 await handle(parts, out)
             except Exception as exc:
                 log.exception("handler failed on %s", source)
-                out = topo.outbox()  # nothing half-done goes out: every item is dead-lettered instead
+                out = topo.emit.outbox()  # nothing half-done goes out: every item is dead-lettered instead
                 for bad, key in poisoned:
-                    topo.dead_letter(out, topic, bad.reason, bad.raw, key)
+                    topo.emit.dead_letter(out, topic, bad.reason, bad.raw, key)
                 for part in parts:
                     for item in part.items:
                         dead_letter_item(topo, out, source, item, f"internal_error: {exc!r}", part.key)
-        await topo.statuses.flush()
-        await topo.suppressions.flush()
+        await topo.resources.statuses.flush()
+        await topo.resources.suppressions.flush()
         await out.flush()
         if after is not None:
             await after(events)
@@ -181,8 +182,8 @@ async def take_waiting(stream: faust.StreamT, max_records: int, window_s: float)
             return False
         # Peek (asyncio.Queue's deque) so as never to block on a record faust would skip
         # during a rebalance; those are waited for below, with a deadline.
-        message = getattr(queue._queue[0], "message", None)
-        return message is None or (app.flow_control.is_active() and message.generation_id == app.consumer_generation_id)
+        message = faust_compat.peek_message(queue)
+        return message is None or faust_compat.is_current(app, message)
 
     while True:
         try:

@@ -29,21 +29,21 @@ if TYPE_CHECKING:
 
 
 def register(topo: Topology, only: Sequence[str] | None = None) -> None:
-    for lane in lanes(topo.settings):
+    for lane in lanes(topo.declared.settings):
         if only is None or lane.name in only:
-            for delay in topo.settings.retry_delays():
+            for delay in topo.declared.settings.retry_delays():
                 _register_tier(topo, retry_topic(lane.name, delay), delay)
 
 
 def _register_tier(topo: Topology, source: str, delay_s: float) -> None:
-    settings = topo.settings
+    settings = topo.declared.settings
 
     async def handle(parts: Sequence[Part[DeliveryTask]], out: Outbox) -> None:
         tasks = [task for part in parts for task in part.items]
-        wait = min(max(task.not_before for task in tasks) - topo.clock(), delay_s)
+        wait = min(max(task.not_before for task in tasks) - topo.resources.clock(), delay_s)
         if wait > 0:
             await asyncio.sleep(wait)
-        now = topo.clock()
+        now = topo.resources.clock()
         for task in tasks:
             if task.not_before - now > 0.5:  # due beyond this tier's delay: another round
                 out.add(retry_topic(task.lane, settings.retry_bucket(task.not_before - now)), task.user_key,
@@ -55,4 +55,4 @@ def _register_tier(topo: Topology, source: str, delay_s: float) -> None:
         await guarded(topo, source, stream, DeliveryTask, handle)
 
     run.__doc__ = f"Hold tasks {delay_s:g}s (or until due), then send them back to their lane."
-    topo.app.agent(topo.topics[source], name=f"clarion.{source}")(run)
+    topo.declared.app.agent(topo.declared.topics[source], name=f"clarion.{source}")(run)

@@ -24,8 +24,8 @@ from clarion.agents.guard import Part, guarded
 from clarion.logs import event
 from clarion.schemas.codec import encode
 from clarion.schemas.promo import TERMINAL, CampaignControl, CampaignEvent, ExpandCommand, ExpansionProgress, Job
-from clarion.tables.changelog import ChangelogWriter
 from clarion.tables.templates import resolve
+from clarion.topology import faust_compat
 from clarion.topology.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Jobs:
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
-        self.writer = ChangelogWriter(topo, topo.campaigns)
+        self.writer = topo.emit.writer(topo.declared.campaigns)
         self.due: list[tuple[float, int, str]] = []  # (send_at, partition, campaign key)
         self.active: dict[int, set[str]] = {}  # partition -> keys of jobs expanding or sending
         self.indexed: set[int] = set()
@@ -56,7 +56,7 @@ class Jobs:
         return _job_decode(raw) if raw else None
 
     def put(self, partition: int, key: str, job: Job) -> None:
-        job.updated_at = self.topo.clock()
+        job.updated_at = self.topo.resources.clock()
         self.writer.set(partition, key.encode(), _job_encode(job))
         if job.state in ("expanding", "sending"):
             self.active.setdefault(partition, set()).add(key)
@@ -86,17 +86,18 @@ class Jobs:
 
 def register(topo: Topology) -> None:
     jobs = Jobs(topo)
-    settings = topo.settings
-    topic = topo.specs[SOURCE].topic
-    topo.jobs = jobs
+    settings = topo.declared.settings
+    topic = topo.declared.specs[SOURCE].topic
+    topo.resources.jobs = jobs
 
     def publish(out: Outbox, key: str, job: Job) -> None:
-        out.add("promo.controls", key, encode(CampaignControl(campaign_key=key, state=job.state, ts=topo.clock())))
+        control = CampaignControl(campaign_key=key, state=job.state, ts=topo.resources.clock())
+        out.add("promo.controls", key, encode(control))
 
     def apply(partition: int, item: CampaignEvent, out: Outbox) -> None:
         key = item.campaign_key
         job = jobs.get(partition, key)
-        now = topo.clock()
+        now = topo.resources.clock()
         if item.kind == "create":
             if job is not None or item.campaign is None:  # the campaign id is idempotent per client
                 return
@@ -147,13 +148,13 @@ def register(topo: Topology) -> None:
             jobs.index(partition)
 
     def owned() -> set[int]:
-        return {tp.partition for tp in topo.app.assignor.assigned_actives() if tp.topic == topic}
+        return faust_compat.owned_partitions(topo.declared.app, topic)
 
     async def start_due(out: Outbox) -> None:
-        now = topo.clock()
+        now = topo.resources.clock()
         mine = owned()
         for partition in mine - jobs.indexed:
-            if topo.app.tables.recovery.completed.is_set():
+            if faust_compat.recovered(topo.declared.app):
                 jobs.index(partition)
         while jobs.due and jobs.due[0][0] <= now:
             _, partition, key = heapq.heappop(jobs.due)
@@ -166,7 +167,8 @@ def register(topo: Topology) -> None:
 
     def start(partition: int, key: str, job: Job, now: float, out: Outbox) -> None:
         campaign = job.campaign
-        template = resolve(topo.templates, campaign.client_id, campaign.template_id, campaign.template_version)
+        templates = topo.resources.templates
+        template = resolve(templates, campaign.client_id, campaign.template_id, campaign.template_version)
         if template is None:
             job.state, job.finished_at = "cancelled", now
             event(log, "campaign cancelled: unknown template", logging.WARNING, client_id=campaign.client_id,
@@ -187,11 +189,11 @@ def register(topo: Topology) -> None:
                 job = jobs.get(partition, key)
                 if job is None or job.state != "sending":
                     continue
-                counts = await topo.ledger.campaign_counts(key)
+                counts = await topo.resources.ledger.campaign_counts(key)
                 settled = settled_count(counts)
                 due = sum(p.executions for p in job.progress.values())
                 if settled >= due:
-                    job.state, job.finished_at = "done", topo.clock()
+                    job.state, job.finished_at = "done", topo.resources.clock()
                     jobs.put(partition, key, job)
                     publish(out, key, job)
                     event(log, "campaign done", client_id=job.campaign.client_id, campaign=key, **counts)
@@ -202,7 +204,7 @@ def register(topo: Topology) -> None:
 
     def stalled(key: str, settled: int, due_now: int) -> bool:
         """Settled stuck below what is due (deferred executions aside) for promo_sweep_after_s."""
-        now = topo.clock()
+        now = topo.resources.clock()
         held = stalls.get(key)
         if held is None or held[0] != settled or settled >= due_now:
             stalls[key] = (settled, now)
@@ -219,29 +221,29 @@ def register(topo: Topology) -> None:
         for users_partition in range(settings.critical_partitions):
             out.add("promo.expand", key, encode(command), users_partition)
         jobs.put(partition, key, job)
-        stalls[key] = (settled, topo.clock())
+        stalls[key] = (settled, topo.resources.clock())
         event(log, "campaign stalled below its executions: expanding it again", logging.WARNING,
               client_id=job.campaign.client_id, campaign=key, settled=settled, executions=due, sweep=job.sweeps)
 
-    @topo.app.agent(topo.topics[SOURCE], name="clarion.promo.schedule")
+    @topo.declared.app.agent(topo.declared.topics[SOURCE], name="clarion.promo.schedule")
     async def schedule(stream: faust.StreamT) -> None:
         """Fold campaign commands and expansion progress into the campaigns table (the job's owner only)."""
         await guarded(topo, SOURCE, stream, CampaignEvent, handle)
 
     ticks = 0
 
-    @topo.app.timer(settings.promo_tick_s, name="clarion.promo.start_due")
+    @topo.declared.app.timer(settings.promo_tick_s, name="clarion.promo.start_due")
     async def tick() -> None:
         nonlocal ticks
         ticks += 1
-        out = topo.outbox()
+        out = topo.emit.outbox()
         await start_due(out)
         if ticks % max(1, round(1.0 / settings.promo_tick_s)) == 0:  # about once a second
             await finish_sent(out)
         await out.flush()
         await jobs.writer.flush()
 
-    @topo.app.on_partitions_revoked.connect
+    @topo.declared.app.on_partitions_revoked.connect
     async def forget_jobs(app: faust.App, revoked: set[faust.types.TP], **kwargs: object) -> None:
         jobs.forget({tp.partition for tp in revoked if tp.topic == topic})
 

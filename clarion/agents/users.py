@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import faust
 
 from clarion.agents.guard import Part, guarded
+from clarion.schemas.channels import CHANNELS
 from clarion.schemas.codec import decode, encode
-from clarion.schemas.records import CHANNELS, UserProfile
+from clarion.schemas.records import UserProfile
 from clarion.tables.users import addresses_for
 from clarion.topology.outbox import Outbox
 
@@ -28,7 +29,7 @@ def addresses(user: UserProfile) -> set[tuple[str, str]]:
 
 
 def register(topo: Topology) -> None:
-    writer = topo.suppressions.users  # the one users writer: dead push tokens leave profiles through it too
+    writer = topo.resources.suppressions.users  # the one users writer: dead push tokens leave profiles through it too
 
     async def handle(parts: Sequence[Part[UserProfile]], out: Outbox) -> None:
         for part in parts:
@@ -36,14 +37,15 @@ def register(topo: Topology) -> None:
                 before = writer.get(part.partition, user.key.encode())
                 added = addresses(user) - (addresses(decode(UserProfile, before)) if before else set())
                 if added:  # an address added anew is no longer suppressed (a new device, an opt-in)
-                    topo.suppressions.clear(part.partition, user.key, added)
+                    topo.resources.suppressions.clear(part.partition, user.key, added)
                 writer.set(part.partition, user.key.encode(), encode(user))
         await writer.flush()
 
     async def folded(events: Sequence[faust.EventT]) -> None:
         for ev in events:
-            topo.users_progress.folded(ev.message.partition, ev.message.offset + 1)
+            topo.resources.users_progress.folded(ev.message.partition, ev.message.offset + 1)
 
-    @topo.app.agent(topo.topics[SOURCE], name="clarion.users.table")
+    @topo.declared.app.agent(topo.declared.topics[SOURCE], name="clarion.users.table")
     async def users_table(stream: faust.StreamT) -> None:
+        """Fold user profiles into the users table, beside the requests and lanes of the same users."""
         await guarded(topo, SOURCE, stream, UserProfile, handle, after=folded)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from clarion.providers.dispatch import Order, Reply
+from clarion.schemas.channels import PROVIDERS
 
-PROVIDERS = {"email": "ses", "sms": "twilio", "apns": "apns", "fcm": "fcm"}  # channel -> provider
 SECONDS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,6 +34,9 @@ from clarion.providers.base import (
     TransientFailure,
 )
 from clarion.providers.errors import failure, lookup
+
+if TYPE_CHECKING:
+    from clarion.topology.settings import Settings
 
 log = logging.getLogger("clarion.providers.ses")
 
@@ -234,6 +237,11 @@ class SesClient(HttpProvider):
         self.credentials = credentials
         self.sender = sender
         self.configuration_set = configuration_set  # its event destination (SNS) carries the tags back as feedback
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> SesClient:
+        credentials = credential_source(s.ses_credentials, s.ses_access_key, s.ses_secret_key, s.ses_session_token)
+        return cls(s.ses_url, s.ses_region, credentials, s.ses_from, s.provider_timeout_s, s.ses_configuration_set)
 
     def payload(self, message: OutboundMessage) -> bytes:
         content = message.content

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from clarion.providers.base import Delivered, HttpProvider, OutboundMessage, SendResult, TransientFailure
 from clarion.providers.errors import ANY, Failure, failure, lookup
+
+if TYPE_CHECKING:
+    from clarion.topology.settings import Settings
 
 
 def classify_answer(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> Failure:
@@ -34,6 +37,13 @@ def callback_prefix(url: str) -> str:
 
 class TwilioClient(HttpProvider):
     channel = "sms"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> TwilioClient:
+        return cls(
+            s.twilio_url, s.twilio_account_sid, s.twilio_auth_token, s.twilio_from, s.status_callback_url,
+            s.provider_timeout_s, messaging_service_sid=s.twilio_messaging_service_sid,
+        )  # fmt: skip
 
     def __init__(
         self,

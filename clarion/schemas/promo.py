@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from clarion.audiences import Audience
-from clarion.schemas.records import Channel, _Record, scoped
+from clarion.schemas.audiences import Audience
+from clarion.schemas.channels import Channel
+from clarion.schemas.records import _Record, scoped
 
 CampaignState = Literal["scheduled", "expanding", "sending", "paused", "cancelled", "done"]
 TERMINAL = ("cancelled", "done")

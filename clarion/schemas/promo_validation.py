@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clarion.audiences import ExpressionError, audience_from_body
+from clarion.schemas.audiences import ExpressionError, audience_from_body
+from clarion.schemas.channels import CHANNELS
 from clarion.schemas.promo import Campaign, SendWindow
-from clarion.schemas.records import CHANNELS
 from clarion.schemas.validation import (
     HHMM_RE,
     VERSION_ERROR,

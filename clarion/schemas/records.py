@@ -7,13 +7,12 @@ what the hot path pays for every notification.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
-CHANNELS = ("email", "apns", "fcm", "sms")
-PUSH_CHANNELS = ("apns", "fcm")
-Channel = Literal["email", "apns", "fcm", "sms"]
+from clarion.schemas.channels import PUSH_CHANNELS, Channel
+from clarion.schemas.status import FeedbackStatus
 
 
 class _Record(msgspec.Struct, kw_only=True):
@@ -97,11 +96,6 @@ class Outcome(_Record):
     lane: str = "critical"  # the delivery lane (critical | promo): a campaign's executions are promo's
 
 
-# rejected: a campaign's execution refused for good at send time (a dead token), sent here by the promo
-# lane because suppression lives on the user's partition
-FeedbackStatus = Literal["delivered", "undelivered", "bounced", "complained", "rejected"]
-
-
 class Feedback(_Record):
     """What a provider reported about a delivery after accepting it (topic: feedback).
 
@@ -149,7 +143,7 @@ class QuietHours(_Record):
 class UserProfile(_Record):
     """A user's addresses and preferences (topic: users, compacted, key client/user_id).
 
-    `tags` and `attributes` are what audiences select on (clarion/audiences.py). The promo
+    `tags` and `attributes` are what audiences select on (clarion/schemas/audiences.py). The promo
     policy fields apply to promotional messages only: `promo_opt_out` (none at all),
     `channel_opt_out` (none on these channels), `quiet_hours` (held until the window ends).
     """

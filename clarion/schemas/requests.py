@@ -20,9 +20,9 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from clarion.audiences import MAX_EXPRESSION_CHARS, MAX_USER_IDS
+from clarion.schemas.audiences import MAX_EXPRESSION_CHARS, MAX_USER_IDS
+from clarion.schemas.channels import Channel
 from clarion.schemas.promo_validation import MAX_PACING_PER_S
-from clarion.schemas.records import Channel
 from clarion.schemas.validation import (
     APNS_TOKEN_RE,
     E164_RE,
@@ -38,11 +38,12 @@ from clarion.schemas.validation import (
     MAX_KEY_CHARS,
     MAX_TAGS,
     PARAM_NAME_RE,
+    SOURCE_MAX,
     TAG_RE,
     TEMPLATE_PARTS,
+    VERSION_MAX,
     _zones,
 )
-from clarion.tables.templates import SOURCE_MAX, VERSION_MAX
 
 
 class Beyond(NamedTuple):

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from clarion.schemas.channels import Channel
 from clarion.schemas.promo import CampaignState
-from clarion.schemas.records import Channel
-from clarion.tables.status import DeliveryState
+from clarion.schemas.status import DeliveryState, NotificationState
 
 
 class FieldError(msgspec.Struct, kw_only=True):
@@ -59,7 +59,7 @@ class NotificationStatus(msgspec.Struct, kw_only=True):
 
     notification_id: str
     user_id: str
-    status: str
+    status: NotificationState
     attempts: int
     duplicate_of: str | None = None
     deliveries: dict[str, DeliveryState] = {}

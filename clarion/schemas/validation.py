@@ -11,7 +11,8 @@ from zoneinfo import available_timezones
 
 import msgspec
 
-from clarion.schemas.records import CHANNELS, QuietHours, TemplateVersion, UserProfile
+from clarion.schemas.channels import CHANNELS
+from clarion.schemas.records import QuietHours, TemplateVersion, UserProfile
 
 ID_RE = re.compile(r"^[A-Za-z0-9._:@\-]{1,128}$")
 # Whitespace spelled out: Python's, JavaScript's and Rust's \s differ, and the OpenAPI schema carries this pattern.
@@ -21,6 +22,8 @@ E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 APNS_TOKEN_RE = re.compile(r"^[0-9a-fA-F]{64,200}$")
 FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:\-]{20,4096}$")
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+SOURCE_MAX = 16 * 1024  # characters of template source per part
+VERSION_MAX = 10**6
 TEMPLATE_PARTS = ("email_subject", "email_text", "email_html", "push_title", "push_body", "sms_body")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a name a template can write as {{ name }}
 ID_ERROR = "must be 1-128 characters of letters, digits or ._:@-"

@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from faust.types import TP
 
 from clarion.tables.store import PartitionedStore
 
-if TYPE_CHECKING:
-    from clarion.topology.topology import Topology
+
+class RecordSender(Protocol):
+    async def send_record(
+        self, topic: str, key: bytes, value: bytes | None, partition: int | None
+    ) -> Awaitable[Any]: ...
 
 
 class ChangelogWriter:
     """Buffered writes to one faust table (raw bytes keys and values)."""
 
-    def __init__(self, topo: Topology, table: Any) -> None:
-        self.topo = topo
+    def __init__(self, sender: RecordSender, table: Any) -> None:
+        self.sender = sender
         self.table = table
         self.store = PartitionedStore(table)
         self.pending: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
@@ -63,7 +67,7 @@ class ChangelogWriter:
 
     async def _send_pending(self) -> None:
         pending, self.pending = self.pending, defaultdict(list)
-        send = self.topo.send_record
+        send = self.sender.send_record
         topic = self.topic
         for partition, changes in pending.items():
             fut = None

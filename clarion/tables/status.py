@@ -12,41 +12,12 @@ from typing import Any
 import msgspec
 
 from clarion.schemas.records import Outcome
-
-TERMINAL = frozenset({"sent", "failed", "dead_lettered"})
-# What the provider said later (agents/feedback.py): final over TERMINAL, which a late or replayed
-# outcome of the deliver stage never undoes (a callback can beat the "sent" outcome to the table).
-FEEDBACK = frozenset({"delivered", "undelivered", "bounced", "complained"})
-DONE = TERMINAL | FEEDBACK
-REACHED = frozenset({"sent", "delivered", "complained"})  # the provider took it (complained: and it arrived)
-MISSED = frozenset({"failed", "dead_lettered", "undelivered", "bounced"})
+from clarion.schemas.status import DONE, FEEDBACK, MISSED, REACHED, TERMINAL, DeliveryState, StatusDoc
 
 
 def rank(status: str) -> int:
     """In-flight states 0, the deliver stage's final ones 1, feedback 2: a lower rank never overwrites a higher."""
     return 2 if status in FEEDBACK else 1 if status in TERMINAL else 0
-
-
-class DeliveryState(msgspec.Struct):
-    channel: str | None
-    status: str
-    attempts: int
-    reason: str | None = None
-    provider_message_id: str | None = None
-
-
-class StatusDoc(msgspec.Struct):
-    notification_id: str
-    client_id: str = ""
-    user_id: str = ""
-    status: str = "accepted"
-    planned: int | None = None
-    deliveries: dict[str, DeliveryState] = {}
-    failures: dict[str, str | None] = {}
-    duplicate_of: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    partition: int = -1  # where it lives: what its expiry's tombstone needs
 
 
 _encode = msgspec.json.Encoder().encode
@@ -97,11 +68,11 @@ def fold(doc: StatusDoc | None, outcome: Outcome) -> StatusDoc:
 
 
 def overall(doc: StatusDoc) -> str:
-    """accepted | duplicate | delivered | sent | partially_sent | failed | dead-lettered, from the delivery states.
+    """The notification's NotificationState (schemas/status.py), from its deliveries' states.
 
     `delivered`: every delivery was confirmed delivered by its provider (feedback).
     `partially_sent`: some deliveries reached their provider and some channel did not (a
-    failed, dead-lettered, undelivered or bounced delivery, or a channel that could not be
+    failed, dead_lettered, undelivered or bounced delivery, or a channel that could not be
     planned); the per-delivery and per-channel detail says which. A delivery that reached
     its provider and was reported undelivered or bounced later counts as missed.
     """
@@ -115,7 +86,7 @@ def overall(doc: StatusDoc) -> str:
             return "partially_sent"
         return "delivered" if all(s in ("delivered", "complained") for s in states) else "sent"
     if "dead_lettered" in states:
-        return "dead-lettered"
+        return "dead_lettered"
     return "failed"
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from clarion.topology import faust_compat
+
 
 class PartitionedStore:
     def __init__(self, table: Any) -> None:
         self.table = table
 
     def _db(self, partition: int) -> Any:
-        open_db = getattr(self.table.data, "_db_for_partition", None)  # faust's RocksDB store
-        return open_db(partition) if open_db is not None else None
+        return faust_compat.partition_db(self.table.data, partition)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         db = self._db(partition)
@@ -59,19 +60,19 @@ class PartitionedStore:
         """Every key of one partition (for small tables: campaigns, cursors); not faust's own offset key."""
         db = self._db(partition)
         if db is not None:
-            offset_key = getattr(self.table.data, "offset_key", None)
+            offset_key = faust_compat.offset_key(self.table.data)
             return [key for key in db.keys() if key != offset_key]
         return list(self.table.data.keys())
 
     def estimated_keys(self) -> int:
         """About how many keys the partitions this worker serves hold: RocksDB's estimate, no scan (a key
         written again since the last compaction may count more than once), faust's offset key left out."""
-        active_dbs = getattr(self.table.data, "_dbs_for_actives", None)  # faust's RocksDB store
+        active_dbs = faust_compat.active_dbs(self.table.data)
         if active_dbs is None:
             return len(self.table.data)
-        offset_key = getattr(self.table.data, "offset_key", None)
+        offset_key = faust_compat.offset_key(self.table.data)
         total = 0
-        for db in active_dbs():
+        for db in active_dbs:
             keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
             if offset_key is not None and db.get(offset_key) is not None:
                 keys -= 1

@@ -24,16 +24,13 @@ from typing import Any
 
 import msgspec
 
+from clarion.schemas.channels import PUSH_CHANNELS, REGISTRY
 from clarion.schemas.codec import decode as decode_record
 from clarion.schemas.codec import encode as encode_record
 from clarion.schemas.records import UserProfile
 
 # (channel, a fragment of the provider's permanent-failure reason) that suppress the address
-SUPPRESSING = (
-    ("apns", "Unregistered"),
-    ("fcm", "UNREGISTERED"),
-    ("sms", "21610"),
-)
+SUPPRESSING = tuple((name, fragment) for name, spec in REGISTRY.items() for fragment in spec.suppress_on)
 
 # Twilio ErrorCodes in a status callback (undelivered/failed) that mean the number is gone for good:
 # 21610 the recipient replied STOP; 30004 blocked (opted out, or the carrier blocks it for this
@@ -42,7 +39,7 @@ SUPPRESSING = (
 # 30008 unknown error, 30034 unregistered sender.
 SMS_GONE = frozenset({"21610", "30004", "30005", "30006"})
 
-PUSH = ("apns", "fcm")  # channels whose suppressed addresses (device tokens) are removed from the profile
+PUSH = PUSH_CHANNELS  # channels whose suppressed addresses (device tokens) are removed from the profile
 
 Suppressions = dict[str, str]  # "channel|address" -> the reason
 
@@ -108,7 +105,7 @@ class SuppressionBook:
         if raw is None:
             return False
         user = decode_record(UserProfile, raw)
-        field = "apns_tokens" if channel == "apns" else "fcm_tokens"
+        field = REGISTRY[channel].address_field
         tokens: list[str] = getattr(user, field)
         if token not in tokens:
             return False

@@ -15,27 +15,21 @@ from typing import Any
 
 import jinja2
 
+from clarion.schemas.channels import REGISTRY
 from clarion.schemas.records import TemplateVersion, scoped
-from clarion.schemas.validation import TEMPLATE_PARTS, ValidationFailed
+from clarion.schemas.validation import SOURCE_MAX, TEMPLATE_PARTS, VERSION_MAX, ValidationFailed
 from clarion.tables.sandbox import DEADLINE, LimitedSandbox, LimitExceeded, render_bounded
 
 _PLAIN = LimitedSandbox(autoescape=False)
 _HTML = LimitedSandbox(autoescape=True)
 
-SOURCE_MAX = 16 * 1024  # characters of template source per part
-VERSION_MAX = 10**6
 COMPILE_BUDGET_S = 0.5
 RENDER_BUDGET_S = 0.05  # for all the parts of one message
 OUTPUT_MAX = 128 * 1024  # characters a rendered part may have
 HEADER_PARTS = ("email_subject", "push_title")  # one line each: CR/LF would inject headers
 HEADER_MAX = 1024
 
-CHANNEL_PARTS = {
-    "email": ("email_subject", "email_text", "email_html"),
-    "apns": ("push_title", "push_body"),
-    "fcm": ("push_title", "push_body"),
-    "sms": ("sms_body",),
-}
+CHANNEL_PARTS = {name: spec.parts for name, spec in REGISTRY.items()}
 
 
 class RenderError(ValueError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from faust.types import TP
@@ -21,15 +22,19 @@ from faust.types import TP
 from clarion.logs import event
 
 if TYPE_CHECKING:
-    from clarion.topology.topology import Topology
+    from clarion.topology.offsets import BrokerOffsets
 
 log = logging.getLogger("clarion.users")
 CLOCK_SKEW_S = 1.0  # API hosts and workers stamp times with different clocks
 
 
 class UsersProgress:
-    def __init__(self, topo: Topology, topic: str, wait_limit_s: float = 30.0) -> None:
-        self.topo = topo
+    def __init__(
+        self, clock: Callable[[], float], offsets: BrokerOffsets, group: str, topic: str, wait_limit_s: float = 30.0
+    ) -> None:
+        self.clock = clock
+        self.offsets = offsets
+        self.group = group  # the consumer group whose committed offsets count as folded
         self.topic = topic
         self.wait_limit_s = wait_limit_s
         self.folded_to: dict[int, int] = {}  # next offset the users agent will fold, per partition
@@ -75,11 +80,11 @@ class UsersProgress:
         unknown = accepted_at is not None and accepted_at <= 0
         if verified is not None and not unknown and (accepted_at is None or accepted_at + CLOCK_SKEW_S < verified):
             return False
-        started = self.topo.clock()
+        started = self.clock()
         tp = TP(self.topic, partition)
-        end = (await self.topo.offsets.end_offsets([tp]))[tp]
+        end = (await self.offsets.end_offsets([tp]))[tp]
         if self.folded_to.get(partition, 0) < end:
-            committed = (await self.topo.offsets.committed(self.topo.settings.app_id, [tp])).get(tp, 0)
+            committed = (await self.offsets.committed(self.group, [tp])).get(tp, 0)
             if max(committed, self.folded_to.get(partition, 0)) < end:
                 await self._wait(partition, end)
         self.verified_at[partition] = started

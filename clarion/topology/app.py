@@ -6,11 +6,11 @@ import socket
 
 import faust
 
-from clarion.agents import group_id
 from clarion.logs import LOGGING_CONFIG
 from clarion.topology import fetching, tansu
-from clarion.topology.settings import Settings
-from clarion.topology.topology import Topology, wire
+from clarion.topology.settings import Settings, group_id
+from clarion.topology.topology import Topology
+from clarion.topology.wiring import wire
 
 
 def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
@@ -48,3 +48,8 @@ def canonical_url(s: Settings) -> str:
         return s.canonical_url
     host = socket.gethostname() if s.web_host in ("0.0.0.0", "::") else s.web_host
     return f"http://{host}:{s.web_port}"
+
+
+def agent_symbols(app: faust.App) -> dict[str, faust.types.AgentT]:
+    """The app's agents by Python name (`clarion.deliver.critical.email` -> `deliver_critical_email`)."""
+    return {name.removeprefix("clarion.").replace(".", "_"): agent for name, agent in app.agents.items()}

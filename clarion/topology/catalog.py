@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
+from clarion.schemas.channels import CHANNELS
 from clarion.schemas.promo import CampaignControl, CampaignEvent, ExpandCommand
 from clarion.schemas.records import (
-    CHANNELS,
     ApiKey,
     DeadLetter,
     DeliveryTask,
@@ -56,6 +56,20 @@ class TopicSpec:
     purpose: str
     batched: bool = False
     replication: int = 1  # replicas, from settings.replication_factor
+    writers: tuple[str, ...] = ()  # who produces to it: a stage (agents/<stage>.py) or a WRITER
+    readers: tuple[str, ...] = ()  # who reads it: a stage, or a READER
+
+
+# Who else writes or reads topics, besides the stages (one agents/<stage>.py each, consuming its own topics).
+# A stage whose topic is keyed by user also writes that topic: an item found on the wrong partition is
+# forwarded to its own (agents/guard.py).
+WRITERS = {"api": "the HTTP API (clarion api)", "cli": "clarion keys create|revoke, users import, dlq replay"}
+READERS = {
+    "views": "every worker and API process tails it whole into memory",
+    "dashboard": "the API's /ui follows its end",
+    "cli": "clarion dlq list|show|replay",
+    "downstream": "whoever watches results",
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,9 @@ TABLE_PARTITIONS = {  # table -> the topic whose partition count its changelog h
 }  # fmt: skip
 
 
+STAGES = ("users", "dedupe", "deliver", "retry", "feedback", "schedule", "fanout")
+
+
 def check_co_partitioned(specs: dict[str, TopicSpec]) -> None:
     """Raise if a co-partitioned group has topics of different partition counts."""
     for group in CO_PARTITIONED:
@@ -128,25 +145,31 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
         TopicSpec(
             "users", "", crit, USER_KEY, UserProfile, True,
             "User profiles (addresses, locale); folded into the users table.",
+            writers=("api", "cli", "users"), readers=("users",),
         ),
         TopicSpec(
             "templates", "", 1, "client/template_id@version", TemplateVersion, True,
             "Template versions; tailed into memory by every worker and API process.",
+            writers=("api",), readers=("views",),
         ),
         TopicSpec(
             "api_keys", "", 1, "key_id", ApiKey, True,
             "API keys (client, scopes, SHA-256 of the secret; never the secret); tailed by every process.",
+            writers=("cli",), readers=("views",),
         ),
         TopicSpec(
             "critical.requests", "", crit, USER_KEY, NotificationRequest, False,
             "Critical notifications accepted by POST /notif and /notif/batch; deduped and routed.",
             batched=True,
+            writers=("api", "dedupe"), readers=("dedupe",),
         ),
         *(
             TopicSpec(
                 lane_topic(lane.name, ch), "", lane.partitions, USER_KEY, DeliveryTask, False,
                 f"{lane.name.capitalize()} {ch} deliveries waiting for the {ch} provider: {lane.purpose}.",
                 batched=True,
+                writers=("dedupe" if lane.name == "critical" else "fanout", "retry", "deliver", "cli"),
+                readers=("deliver",),
             )
             for lane in lanes(s)
             for ch in CHANNELS
@@ -157,6 +180,8 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
                 f"{lane.name.capitalize()} deliveries that failed transiently, found their delivery in flight "
                 f"or must wait (quiet hours, a paused campaign), held {delay:g}s before going back to their lane.",
                 batched=True,
+                writers=("deliver", "retry", "fanout") if lane.name == "promo" else ("deliver", "retry"),
+                readers=("retry",),
             )
             for lane in lanes(s)
             for delay in s.retry_delays()
@@ -165,30 +190,36 @@ def catalog(s: Settings) -> dict[str, TopicSpec]:
             "promo.jobs", "", promo, CAMPAIGN_KEY, CampaignEvent, False,
             "Campaign commands (create, pause, resume, cancel) and expansion progress; folded into the "
             "campaigns table by the worker that owns the partition (the job's lease).",
+            writers=("api", "fanout"), readers=("schedule",),
         ),
         TopicSpec(
             "promo.expand", "", crit, "partition (one command per users partition)", ExpandCommand, False,
             "A started campaign, once per users partition: each worker expands the users it holds.",
+            writers=("schedule",), readers=("fanout",),
         ),
         TopicSpec(
             "promo.controls", "", 1, CAMPAIGN_KEY, CampaignControl, True,
             "Each campaign's state (sending, paused, cancelled, done); tailed by every worker, so "
             "expansion and the promo lanes stop or hold a campaign's messages.",
+            writers=("schedule",), readers=("views",),
         ),
         TopicSpec(
             "feedback", "", crit, FEEDBACK_KEY, Feedback, False,
             "Delivery feedback from provider webhooks (Twilio status callbacks, SES events via SNS); "
             "folded into the status and suppression on the notification's partition.",
             batched=True,
+            writers=("api", "deliver", "feedback"), readers=("feedback",),
         ),
         TopicSpec(
             "outcomes", "", s.outcome_partitions, "notification_id", Outcome, False,
             "Every accepted/duplicate/sent/retrying/failed/dead_lettered result, for downstream consumers.",
             batched=True,
+            writers=("dedupe", "deliver", "retry", "feedback"), readers=("dashboard", "downstream"),
         ),
         TopicSpec(
             "dlq", "", 4, "original key", DeadLetter, False,
             "Messages clarion gave up on: poison input, exhausted retries; with the reason.",
+            writers=STAGES, readers=("dashboard", "cli"),
         ),
     ]  # fmt: skip
     named = {

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from clarion.topology import faust_compat
 from clarion.topology.settings import Settings
 
 STALLED_MAX_MS = 2000
@@ -52,14 +53,7 @@ class FetchWait:
 
 def lagging(consumer: Any) -> bool:
     """Whether an assigned, unpaused partition has records past the consumer's position."""
-    try:
-        assignment = consumer._subscription.subscription.assignment  # aiokafka's own bookkeeping
-    except AttributeError:
-        return False
-    if assignment is None:
-        return False
-    for tp in assignment.tps:
-        state = assignment.state_value(tp)
+    for state in faust_compat.partition_states(consumer):
         if (
             not state.paused
             and state.has_valid_position
@@ -72,28 +66,23 @@ def lagging(consumer: Any) -> bool:
 
 def install(settings: Settings) -> None:
     """Patch faust's consumer thread to use (and adapt) the configured fetch wait."""
-    from faust.transport.drivers import aiokafka as driver
-
-    thread = driver.AIOKafkaConsumerThread
-    create = getattr(thread._create_worker_consumer, "_clarion_original", thread._create_worker_consumer)
-    fetch = getattr(thread._fetch_records, "_clarion_original", thread._fetch_records)
+    create = faust_compat.original_thread_method("_create_worker_consumer")
+    fetch = faust_compat.original_thread_method("_fetch_records")
     busy, idle = settings.fetch_max_wait_ms, max(settings.fetch_idle_wait_ms, settings.fetch_max_wait_ms)
 
     def create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = busy  # read by the fetcher that start() creates
+        faust_compat.set_fetch_wait(consumer, busy)  # read by the fetcher that start() creates
         self._clarion_wait = FetchWait(busy, idle, settings.fetch_idle_after_s)
         return consumer
 
     async def fetch_records(self: Any, consumer: Any, *args: Any, **kwargs: Any) -> Any:
         records = await fetch(self, consumer, *args, **kwargs)
         wait = getattr(self, "_clarion_wait", None)
-        if wait is not None and consumer._fetcher is not None:
+        if wait is not None and faust_compat.has_fetcher(consumer):
             behind = not records and lagging(consumer)
-            consumer._fetcher._fetch_max_wait_ms = wait.after_fetch(bool(records), behind, time.monotonic())
+            faust_compat.set_fetch_wait(consumer, wait.after_fetch(bool(records), behind, time.monotonic()))
         return records
 
-    create_worker_consumer._clarion_original = create  # type: ignore[attr-defined]
-    fetch_records._clarion_original = fetch  # type: ignore[attr-defined]
-    thread._create_worker_consumer = create_worker_consumer
-    thread._fetch_records = fetch_records
+    faust_compat.patch_thread_method("_create_worker_consumer", create_worker_consumer)
+    faust_compat.patch_thread_method("_fetch_records", fetch_records)

@@ -21,16 +21,17 @@ import logging
 from typing import Any
 
 from clarion.logs import event
+from clarion.topology import faust_compat
 
 log = logging.getLogger("clarion.gaps")
 
 
 def holes(consumer: Any) -> dict[Any, int]:
     """Partition -> the committed offset, where later offsets are acked and that one is not in hand."""
-    in_hand = {(m.tp, m.offset) for m in list(getattr(consumer, "_unacked_messages", ()))}
+    in_hand = {(m.tp, m.offset) for m in faust_compat.unacked_messages(consumer)}
     found = {}
-    for tp, acked in list(getattr(consumer, "_acked", {}).items()):
-        committed = consumer._committed_offset.get(tp)
+    for tp, acked in faust_compat.acked_offsets(consumer).items():
+        committed = faust_compat.committed_offset(consumer, tp)
         if committed is None or not acked or min(acked) <= committed:
             continue
         if (tp, committed) not in in_hand:

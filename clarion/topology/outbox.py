@@ -9,28 +9,35 @@ Topics that are not batched (the DLQ) get one record per item.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from clarion.schemas.codec import encode_batch
+from clarion.topology.catalog import TopicSpec
 from clarion.topology.partitioning import partition_for
 
-if TYPE_CHECKING:
-    from clarion.topology.topology import Topology
+
+class Producing(Protocol):
+    """What an outbox sends through (topology/emitters.py)."""
+
+    specs: Mapping[str, TopicSpec]
+
+    async def produce(self, name: str, key: str, value: bytes, partition: int | None = None) -> Awaitable[Any]: ...
+
 
 MAX_RECORD_BYTES = 256 * 1024
 T = TypeVar("T")
 
 
 class Outbox:
-    def __init__(self, topo: Topology) -> None:
-        self.topo = topo
+    def __init__(self, producing: Producing) -> None:
+        self.producing = producing
         self.groups: dict[tuple[str, int], tuple[str, list[bytes]]] = {}
         self.singles: list[tuple[str, str, bytes, int | None]] = []
 
     def add(self, name: str, key: str, item: bytes, partition: int | None = None) -> None:
         """Queue an encoded item for the catalog topic `name`, keyed by `key` (on `partition`, if given)."""
-        spec = self.topo.specs[name]
+        spec = self.producing.specs[name]
         if not spec.batched:
             self.singles.append((name, key, item, partition))
             return
@@ -46,7 +53,7 @@ class Outbox:
 
     async def flush(self) -> None:
         """Hand everything to faust's producer (flushed before offsets are committed)."""
-        send = self.topo.produce
+        send = self.producing.produce
         for (name, partition), (key, items) in self.groups.items():
             for chunk in split_by_size(items, len):
                 await send(name, key, encode_batch(chunk), partition)

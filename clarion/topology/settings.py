@@ -49,7 +49,7 @@ class Settings:
     promo_sweep_after_s: float = 30.0  # a campaign's settled count stuck this long below its due executions: sweep
     promo_tick_s: float = 0.1  # how often the scheduler looks for due campaigns and expansion takes a step
     preview_max_users: int = 200_000  # users one POST /audiences/preview reads at most; more: "complete": false
-    lanes: str = "all"  # `clarion worker --lanes`: "all", "critical" (and campaigns) or "promo" (agents/__init__.py)
+    lanes: str = "all"  # `clarion worker --lanes`: one of LANE_CHOICES (agents/__init__.py says why)
     provider_concurrency: int = 64  # provider calls in flight per lane and channel (~ rate x provider latency)
     provider_timeout_s: float = 10.0
     provider_rates: str = ""  # fleet-wide sends per second per channel, e.g. "sms=100,email=14/28" (rate/burst)
@@ -168,3 +168,23 @@ class Settings:
     def retry_bucket(self, wait_s: float) -> float:
         """The shortest retry delay that is at least `wait_s` (the cap when none is)."""
         return next((d for d in self.retry_delays() if d >= wait_s), self.retry_max_delay_s)
+
+
+LANE_CHOICES = ("all", "critical", "promo")
+
+
+def check_lanes(settings: Settings) -> str:
+    """The worker's `lanes`, or a ValueError naming the choices."""
+    if settings.lanes not in LANE_CHOICES:
+        raise ValueError(f"CLARION_LANES is {settings.lanes!r}: one of {', '.join(LANE_CHOICES)}")
+    return settings.lanes
+
+
+def group_id(settings: Settings) -> str:
+    """The faust app id (so the consumer group) of a worker running `settings.lanes`."""
+    return f"{settings.app_id}-promo" if check_lanes(settings) == "promo" else settings.app_id
+
+
+def promo_groups(settings: Settings) -> list[str]:
+    """The consumer groups that may consume the promo lanes: the main one (`all`), the promo workers'."""
+    return [settings.app_id, f"{settings.app_id}-promo"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from clarion.topology import faust_compat
 from clarion.topology.settings import Settings
 
 # Tansu re-checks a held fetch at W/2, 3W/4, ... of its wait W (tansu-storage
@@ -92,11 +93,7 @@ def install(settings: Settings) -> None:
     """Make faust's recovery read changelog end offsets the correct way (no-op off Tansu)."""
     if settings.broker_quirks != "tansu":
         return
-    from faust.transport.drivers import aiokafka as driver
-
-    if getattr(driver.AIOKafkaConsumerThread._highwaters, "_clarion_tansu", False):
-        return
-    original = driver.AIOKafkaConsumerThread._highwaters
+    original = faust_compat.original_thread_method("_highwaters")
     bootstrap = settings.bootstrap_servers
 
     async def highwaters(self: Any, partitions: list[TopicPartition]) -> Any:
@@ -104,5 +101,4 @@ def install(settings: Settings) -> None:
             return await original(self, partitions)
         return await fresh_end_offsets(bootstrap, partitions)
 
-    highwaters._clarion_tansu = True  # type: ignore[attr-defined]
-    driver.AIOKafkaConsumerThread._highwaters = highwaters
+    faust_compat.patch_thread_method("_highwaters", highwaters)

@@ -29,20 +29,21 @@ import aiohttp
 import orjson
 from faust.web import Request, Response, View
 
-from clarion.audiences import Audience, ExpressionError, Predicate, audience_from_body, compile_audience
 from clarion.logs import event
+from clarion.schemas.audiences import Audience, ExpressionError, Predicate, audience_from_body, compile_audience
 from clarion.schemas.codec import PoisonMessage, decode
 from clarion.schemas.records import UserProfile, scoped
 from clarion.schemas.validation import ValidationFailed
 from clarion.tables.api_keys import Caller
 from clarion.tables.store import PartitionedStore
+from clarion.topology import faust_compat
 from clarion.topology.partitioning import partition_for
 from clarion.web.status import authenticated
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
 
-log = logging.getLogger("clarion.audiences")
+log = logging.getLogger("clarion.schemas.audiences")
 SAMPLE = 10  # user ids in an answer's sample
 BATCH = 1000  # users read between two yields to the event loop
 ASK_TIMEOUT_S = 4.0  # for another worker's count: the API gives up on the whole after 5 s
@@ -86,10 +87,10 @@ class Tally:
 
 async def count_local(topo: Topology, audience: Audience, client_id: str, partitions: Iterable[int]) -> Tally:
     """`audience`'s users among this worker's `partitions` of the users table."""
-    store = PartitionedStore(topo.users)
+    store = PartitionedStore(topo.declared.users)
     matches = compile_audience(audience, client_id)
-    n = topo.settings.critical_partitions
-    budget = max(1, math.ceil(topo.settings.preview_max_users / n))
+    n = topo.declared.settings.critical_partitions
+    budget = max(1, math.ceil(topo.declared.settings.preview_max_users / n))
     tally = Tally()
     ids_by_partition: dict[int, list[str]] = {}
     for user_id in audience.user_ids or ():
@@ -144,18 +145,18 @@ def _user(raw: bytes | None) -> UserProfile | None:
 
 def held(topo: Topology) -> dict[str, set[int]]:
     """Each worker's URL -> the users partitions it holds (faust's table metadata)."""
-    changelog = topo.users.changelog_topic.get_topic_name()
+    changelog = topo.declared.users.changelog_topic.get_topic_name()
     return {
         url.rstrip("/"): set(topics.get(changelog, ()))
-        for url, topics in topo.app.router.table_metadata(topo.users.name).items()
+        for url, topics in topo.declared.app.router.table_metadata(topo.declared.users.name).items()
     }
 
 
 def mine(topo: Topology) -> set[int]:
     """The users partitions this worker holds and has read back: none while its tables recover."""
-    if not topo.app.tables.recovery.completed.is_set():
+    if not faust_compat.recovered(topo.declared.app):
         return set()
-    return held(topo).get(str(topo.app.conf.canonical_url).rstrip("/"), set())
+    return held(topo).get(str(topo.declared.app.conf.canonical_url).rstrip("/"), set())
 
 
 def _error(web: View, status: int, field: str, error: str) -> Response:
@@ -163,7 +164,7 @@ def _error(web: View, status: int, field: str, error: str) -> Response:
 
 
 def register_audience_pages(topo: Topology) -> None:
-    app = topo.app
+    app = topo.declared.app
 
     async def ask(url: str, partitions: set[int], audience: Any, authorization: str) -> Tally:
         body = {"audience": audience, "partitions": sorted(partitions)}
@@ -220,7 +221,7 @@ def register_audience_pages(topo: Topology) -> None:
                 return self.json(tally.body())
             authorization = request.headers["Authorization"]
             total = await everywhere(audience, body["audience"], caller.client_id, authorization)
-            missing = sorted(set(range(topo.settings.critical_partitions)) - total.partitions)
+            missing = sorted(set(range(topo.declared.settings.critical_partitions)) - total.partitions)
             if missing:
                 error = f"no worker counted users partitions {missing} (a rebalance, or a worker down): try again"
                 return self.json({"error": error}, status=503)

@@ -64,7 +64,7 @@ def describe(job: Job, counts: dict[str, int]) -> dict[str, Any]:
 
 
 def register_campaign_pages(topo: Topology) -> None:
-    app = topo.app
+    app = topo.declared.app
 
     @app.page("/promo/{campaign_id}/", name="clarion.campaign")
     async def campaign(web: View, request: Request, campaign_id: str) -> Response:
@@ -75,8 +75,8 @@ def register_campaign_pages(topo: Topology) -> None:
         if not is_id(campaign_id):
             return malformed(web, "campaign_id")
         key = scoped(caller.client_id, campaign_id)
-        partition = partition_for(key, topo.settings.promo_partitions)
-        owner = str(app.router.key_store(topo.campaigns.name, key.encode())).rstrip("/")
+        partition = partition_for(key, topo.declared.settings.promo_partitions)
+        owner = str(app.router.key_store(topo.declared.campaigns.name, key.encode())).rstrip("/")
         me = str(app.conf.canonical_url).rstrip("/")
         if owner != me and "local" not in request.query:
             try:
@@ -86,7 +86,7 @@ def register_campaign_pages(topo: Topology) -> None:
             except aiohttp.ClientError as exc:
                 event(log, "campaign owner unreachable", logging.WARNING, url=owner, exc=repr(exc))
                 return web.json({"error": "the worker that holds the campaign did not answer"}, status=503)
-        job = topo.jobs.get(partition, key) if topo.jobs is not None else None
+        job = topo.resources.jobs.get(partition, key) if topo.resources.jobs is not None else None
         if job is None:
             return web.json({"error": "unknown campaign_id", "campaign_id": campaign_id}, status=404)
-        return web.json(describe(job, await topo.ledger.campaign_counts(key)))
+        return web.json(describe(job, await topo.resources.ledger.campaign_counts(key)))

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 
 from clarion.logs import event
-from clarion.web.api import CALLER, SETTINGS, TRACE_ID, TRACEPARENT_RE, requires
+from clarion.web.context import CALLER, SETTINGS, TRACE_ID, TRACEPARENT_RE, requires
 
 log = logging.getLogger("clarion.access")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -26,9 +26,11 @@ from aiohttp import web
 from clarion.schemas import responses
 from clarion.schemas.requests import Beyond
 from clarion.topology.settings import Settings
-from clarion.web.api import SETTINGS, public
+from clarion.web import users_bulk, webhooks
+from clarion.web.context import SETTINGS, public
 from clarion.web.openapi_docs import render_docs
 from clarion.web.openapi_ops import OPERATIONS, PATH_PARAMS, Content, Op, Param
+from clarion.web.ui import FILES
 
 OPENAPI = web.AppKey("openapi", dict)  # "json" and "html", once built
 REF = "#/components/schemas/{name}"
@@ -97,9 +99,7 @@ def _op_of(method: str, path: str, handler: Any) -> Op | None:
     if (method, path) in OPERATIONS:
         return OPERATIONS[(method, path)]
     if getattr(handler, "__module__", "") == "clarion.web.ui" and handler.__name__ == "get_static":
-        from clarion.web.ui import FILES  # the dashboard's files: however many it has
-
-        name, media_type = FILES[path]
+        name, media_type = FILES[path]  # the dashboard's files: however many it has
         return Op(f"The dashboard's {name}", "dashboard", None, {200: (media_type, {media_type: {"type": "string"}})})
     return None
 
@@ -239,8 +239,6 @@ def _operation_id(method: str, path: str) -> str:
 
 
 def _limit(path: str, settings: Settings) -> str:
-    from clarion.web import users_bulk, webhooks  # they import the API module this one is installed by
-
     limits = {"/notif/batch": settings.max_batch_request_bytes, "/users/bulk": users_bulk.MAX_BODY_BYTES,
               "/webhooks/twilio": webhooks.MAX_TWILIO_BYTES, "/webhooks/ses": webhooks.MAX_SNS_BYTES}  # fmt: skip
     return f"{limits.get(path, settings.max_request_bytes)} bytes"

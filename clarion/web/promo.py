@@ -16,24 +16,24 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from clarion.audiences import ExpressionError
+from clarion.schemas.audiences import ExpressionError
 from clarion.schemas.codec import encode
 from clarion.schemas.promo import CampaignEvent
 from clarion.schemas.promo_validation import validate_campaign
 from clarion.schemas.records import scoped
 from clarion.schemas.validation import ID_ERROR, is_id
 from clarion.tables.templates import resolve
-from clarion.web.api import (
+from clarion.web.context import (
     HTTP,
     SETTINGS,
     TEMPLATES,
     Rejected,
-    _body,
-    _check_render,
-    _error,
-    _json,
-    _produce,
     caller_of,
+    check_render,
+    error_response,
+    json_response,
+    produce,
+    read_body,
     requires,
     trace_id_of,
 )
@@ -44,7 +44,7 @@ ACTIONS = ("pause", "resume", "cancel")
 
 @requires("send")
 async def post_promo(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_body(request)
     caller = caller_of(request, body)
     try:
         campaign = validate_campaign(body, caller.client_id, time.time(), trace_id_of(request))
@@ -58,10 +58,10 @@ async def post_promo(request: web.Request) -> web.Response:
     if missing:
         raise Rejected(422, f"template {template.ref} has no content for {', '.join(missing)}", "channels")
     for channel in campaign.channels:  # the user's id and attributes arrive under `user` at send time
-        _check_render(template, channel, {**campaign.params, "user": {"user_id": "preview"}})
+        check_render(template, channel, {**campaign.params, "user": {"user_id": "preview"}})
     created = CampaignEvent(kind="create", campaign_key=campaign.key, campaign=campaign, ts=time.time())
-    await _produce(request, "promo.jobs", campaign.key, encode(created))
-    return _json(202, {"campaign_id": campaign.campaign_id, "send_at": campaign.send_at})
+    await produce(request, "promo.jobs", campaign.key, encode(created))
+    return json_response(202, {"campaign_id": campaign.campaign_id, "send_at": campaign.send_at})
 
 
 async def _ask_worker(request: web.Request, campaign_id: str) -> tuple[int, bytes]:
@@ -86,7 +86,7 @@ def _checked_id(request: web.Request) -> str:
 async def get_promo(request: web.Request) -> web.Response:
     status, body = await _ask_worker(request, _checked_id(request))
     if status not in (200, 401, 403, 404):
-        return _error(503, f"the worker answered {status} for the campaign")
+        return error_response(503, f"the worker answered {status} for the campaign")
     return web.Response(status=status, body=body, content_type="application/json")
 
 
@@ -103,8 +103,8 @@ async def post_promo_action(request: web.Request) -> web.Response:
                             content_type="application/json")  # fmt: skip
     key = scoped(caller.client_id, campaign_id)
     command = CampaignEvent(kind=action, campaign_key=key, ts=time.time())  # type: ignore[arg-type]
-    await _produce(request, "promo.jobs", key, encode(command))
-    return _json(202, {"campaign_id": campaign_id, "requested": action})
+    await produce(request, "promo.jobs", key, encode(command))
+    return json_response(202, {"campaign_id": campaign_id, "requested": action})
 
 
 def install_promo(app: web.Application) -> None:

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 
 from clarion.logs import event
 from clarion.schemas.promo import TERMINAL
+from clarion.topology import faust_compat
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
@@ -58,13 +59,13 @@ class ScrapeProbes:
 
     async def _read(self) -> None:
         self.lag = await self._lag()
-        if self.topo.jobs is not None:
+        if self.topo.resources.jobs is not None:
             self.campaigns, self.progress = await self._campaigns()
 
     async def _lag(self) -> dict[str, int]:
-        app, offsets = self.topo.app, self.topo.offsets
-        sources = {spec.topic for spec in self.topo.specs.values()}
-        tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()
+        app, offsets = self.topo.declared.app, self.topo.resources.offsets
+        sources = {spec.topic for spec in self.topo.declared.specs.values()}
+        tps = sorted(TopicPartition(tp.topic, tp.partition) for tp in faust_compat.active_assignment(app)
                      if tp.topic in sources)  # fmt: skip
         if not tps:
             return {}
@@ -78,7 +79,7 @@ class ScrapeProbes:
     async def _campaigns(self) -> tuple[Counter[str], dict[str, dict[str, Any]]]:
         from clarion.web.campaign_pages import counters
 
-        jobs = self.topo.jobs
+        jobs = self.topo.resources.jobs
         states: Counter[str] = Counter()
         running = []
         for partition in sorted(jobs.indexed):
@@ -89,5 +90,5 @@ class ScrapeProbes:
                 states[job.state] += 1
                 if job.state not in TERMINAL and job.state != "scheduled" and len(running) < MAX_CAMPAIGNS:
                     running.append((raw_key.decode(), job))
-        progress = {key: counters(job, await self.topo.ledger.campaign_counts(key)) for key, job in running}
+        progress = {key: counters(job, await self.topo.resources.ledger.campaign_counts(key)) for key, job in running}
         return states, progress

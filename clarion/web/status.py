@@ -29,6 +29,7 @@ from clarion.schemas.validation import ID_ERROR, is_id
 from clarion.tables.api_keys import AuthError, Caller
 from clarion.tables.status import decode_status, partition_of, public_status
 from clarion.tables.templates import latest_key
+from clarion.topology import faust_compat
 
 if TYPE_CHECKING:
     from clarion.topology.topology import Topology
@@ -44,7 +45,7 @@ def malformed(web: View, field: str) -> Response:
 async def authenticated(topo: Topology, web: View, request: Request, scope: str) -> Caller | Response:
     """The caller the request's API key stands for, or the 401/403 to answer."""
     try:
-        return await topo.keys.authenticate(request.headers.get("Authorization"), scope)
+        return await topo.resources.keys.authenticate(request.headers.get("Authorization"), scope)
     except AuthError as exc:
         body = {"error": exc.error, "errors": [{"field": "Authorization", "error": exc.error}]}
         return web.json(body, status=exc.status)
@@ -62,18 +63,18 @@ def versions_of(keys: Iterable[str], name: str) -> list[int]:
 
 def owners(topo: Topology, notification_id: str) -> list[str]:
     """Other workers that may hold `notification_id`'s status: its partition's owner, or all."""
-    changelog = topo.status.changelog_topic.get_topic_name()
+    changelog = topo.declared.status.changelog_topic.get_topic_name()
     partition = partition_of(notification_id)
-    me = str(topo.app.conf.canonical_url).rstrip("/")
+    me = str(topo.declared.app.conf.canonical_url).rstrip("/")
     hosts = []
-    for url, topics in topo.app.router.table_metadata(topo.status.name).items():
+    for url, topics in topo.declared.app.router.table_metadata(topo.declared.status.name).items():
         if url.rstrip("/") != me and (partition is None or partition in topics.get(changelog, ())):
             hosts.append(url.rstrip("/"))
     return hosts
 
 
 def register_status_pages(topo: Topology) -> None:
-    app = topo.app
+    app = topo.declared.app
 
     @app.page("/status/{notification_id}/", name="clarion.status")
     async def status(web: View, request: Request, notification_id: str) -> Response:
@@ -82,9 +83,9 @@ def register_status_pages(topo: Topology) -> None:
             return caller
         if not is_id(notification_id):
             return malformed(web, "notification_id")
-        if topo.status is None:  # a promo-lanes worker (agents/__init__.py)
+        if topo.declared.status is None:  # a promo-lanes worker (agents/__init__.py)
             return web.json({"error": "this worker runs the promo lanes only: ask a critical worker"}, status=503)
-        raw = topo.status.get(notification_id)  # every partition this worker holds
+        raw = topo.declared.status.get(notification_id)  # every partition this worker holds
         if raw is not None:
             doc = decode_status(raw)
             if doc.client_id == caller.client_id:  # another client's is as good as unknown
@@ -114,11 +115,11 @@ def register_status_pages(topo: Topology) -> None:
             return caller
         if not is_id(template_id):
             return malformed(web, "template_id")
-        latest = topo.templates.get(latest_key(caller.client_id, template_id))
+        latest = topo.resources.templates.get(latest_key(caller.client_id, template_id))
         if latest is None:
             return web.json({"error": "unknown template", "template_id": template_id}, status=404)
         # only the keys held: a range up to `latest` would spin for a version such as 10**12
-        versions = versions_of(list(topo.templates), scoped(caller.client_id, template_id))
+        versions = versions_of(list(topo.resources.templates), scoped(caller.client_id, template_id))
         return web.json({"template_id": template_id, "latest": latest, "versions": versions})
 
     @app.page("/templates/", name="clarion.templates_summary")
@@ -128,27 +129,28 @@ def register_status_pages(topo: Topology) -> None:
         if not isinstance(caller, Caller):
             return caller
         mine = scoped(caller.client_id, "")
-        versions = sorted(k[len(mine):] for k in topo.templates if k.startswith(mine) and not k.endswith("@latest"))
-        return web.json({"ready": topo.templates.ready.is_set(), "versions": versions})
+        templates = topo.resources.templates
+        versions = sorted(k[len(mine):] for k in templates if k.startswith(mine) and not k.endswith("@latest"))
+        return web.json({"ready": topo.resources.templates.ready.is_set(), "versions": versions})
 
     @app.page("/ready", name="clarion.ready")
     async def ready(web: View, request: Request) -> Response:
         """200 once the worker holds partitions and is not rebalancing or recovering."""
-        actives = app.assignor.assigned_actives()
+        actives = faust_compat.active_assignment(app)
         ok = (
             bool(actives)
             and not app.rebalancing
-            and app.tables.recovery.completed.is_set()
-            and topo.templates.ready.is_set()
-            and topo.keys.ready.is_set()
-            and topo.controls.ready.is_set()
+            and faust_compat.recovered(app)
+            and topo.resources.templates.ready.is_set()
+            and topo.resources.keys.ready.is_set()
+            and topo.resources.controls.ready.is_set()
         )
         return web.json({"ready": ok, "partitions": len(actives)}, status=200 if ok else 503)
 
     @app.page("/stats", name="clarion.stats")
     async def stats(web: View, request: Request) -> Response:
         """Counters of what this worker has done (outcomes by channel and status, dead letters)."""
-        return web.json({"counters": {"/".join(key): n for key, n in sorted(topo.counters.items())}})
+        return web.json({"counters": {"/".join(key): n for key, n in sorted(topo.emit.counters.items())}})
 
     @app.page("/healthz", name="clarion.healthz")
     async def healthz(web: View, request: Request) -> Response:

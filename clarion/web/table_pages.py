@@ -31,6 +31,7 @@ from clarion.schemas.records import UserProfile, scoped
 from clarion.tables.api_keys import Caller
 from clarion.tables.store import PartitionedStore
 from clarion.tables.suppression import decode as decode_suppressions
+from clarion.topology import faust_compat
 from clarion.web.campaign_pages import describe
 from clarion.web.masking import masked_suppressions, masked_user
 from clarion.web.status import authenticated
@@ -54,7 +55,7 @@ def held(topo: Topology, table: Any) -> dict[str, set[int]]:
     changelog = table.changelog_topic.get_topic_name()
     return {
         url.rstrip("/"): set(topics.get(changelog, ()))
-        for url, topics in topo.app.router.table_metadata(table.name).items()
+        for url, topics in topo.declared.app.router.table_metadata(table.name).items()
     }
 
 
@@ -72,11 +73,11 @@ def merge(rows: Rows, limit: int) -> tuple[Rows, bool]:
 
 
 def register_table_pages(topo: Topology) -> None:
-    app = topo.app
+    app = topo.declared.app
 
     async def local(table: Any, read: Reader, client_id: str, after: str, limit: int) -> tuple[Rows, set[int]]:
         """The first `limit` + 1 rows of the partitions this worker holds (none while its tables recover)."""
-        if not app.tables.recovery.completed.is_set():
+        if not faust_compat.recovered(app):
             return [], set()
         me = str(app.conf.canonical_url).rstrip("/")
         partitions = held(topo, table).get(me, set())
@@ -129,7 +130,7 @@ def register_table_pages(topo: Topology) -> None:
 
     async def read_users(partition: int, client_id: str, after: str, limit: int) -> Rows:
         rows = []
-        for key, raw in scan(topo.users, partition, client_id, after, limit):
+        for key, raw in scan(topo.declared.users, partition, client_id, after, limit):
             try:
                 rows.append({"_key": key, **masked_user(decode(UserProfile, raw))})
             except PoisonMessage:  # the users agent validated it on the way in; an old record may differ
@@ -138,7 +139,7 @@ def register_table_pages(topo: Topology) -> None:
 
     async def read_suppressed(partition: int, client_id: str, after: str, limit: int) -> Rows:
         rows = []
-        for key, raw in scan(topo.suppressed, partition, client_id, after, limit):
+        for key, raw in scan(topo.declared.suppressed, partition, client_id, after, limit):
             user_id = key.partition("/")[2]
             entries = masked_suppressions(user_id, decode_suppressions(raw))
             if entries:
@@ -147,12 +148,12 @@ def register_table_pages(topo: Topology) -> None:
 
     async def read_campaigns(partition: int, client_id: str, after: str, limit: int) -> Rows:
         rows = []
-        for key, raw in scan(topo.campaigns, partition, client_id, after, limit):
+        for key, raw in scan(topo.declared.campaigns, partition, client_id, after, limit):
             try:
                 job = _job(raw)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-            rows.append({"_key": key, **describe(job, await topo.ledger.campaign_counts(key))})
+            rows.append({"_key": key, **describe(job, await topo.resources.ledger.campaign_counts(key))})
         return rows
 
     def register(path: str, name: str, table: Any, read: Reader) -> None:
@@ -160,6 +161,6 @@ def register_table_pages(topo: Topology) -> None:
         async def page(web: View, request: Request) -> Response:
             return await answer(web, request, table, path, read)
 
-    register("/ui/users/", "clarion.ui_users", topo.users, read_users)
-    register("/ui/suppressed/", "clarion.ui_suppressed", topo.suppressed, read_suppressed)
-    register("/ui/campaigns/", "clarion.ui_campaigns", topo.campaigns, read_campaigns)
+    register("/ui/users/", "clarion.ui_users", topo.declared.users, read_users)
+    register("/ui/suppressed/", "clarion.ui_suppressed", topo.declared.suppressed, read_suppressed)
+    register("/ui/campaigns/", "clarion.ui_campaigns", topo.declared.campaigns, read_campaigns)

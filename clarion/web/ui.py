@@ -18,7 +18,7 @@ from importlib import resources
 from aiohttp import web
 
 from clarion.web import ui_templates
-from clarion.web.api import SETTINGS, public
+from clarion.web.context import SETTINGS, public
 from clarion.web.ui_data import FEEDS, ROUTES, Feeds
 
 FILES = {  # path -> (file under clarion/web/static, content type)

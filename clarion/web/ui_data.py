@@ -28,7 +28,7 @@ from clarion.schemas.records import DeliveryTask, NotificationRequest
 from clarion.tables.api_keys import Caller
 from clarion.topology.catalog import catalog
 from clarion.topology.settings import Settings
-from clarion.web.api import CALLER, HTTP, SETTINGS, Rejected, _body, _error, _json, requires
+from clarion.web.context import CALLER, HTTP, SETTINGS, Rejected, error_response, json_response, read_body, requires
 from clarion.web.ui_books import DeadLetterBook, Entry, OutcomeBook
 from clarion.web.ui_tail import TopicTail
 
@@ -118,14 +118,14 @@ def _feeds(request: web.Request) -> Feeds:
 @requires("read")
 async def get_me(request: web.Request) -> web.Response:
     caller = _caller(request)
-    return _json(200, {"client_id": caller.client_id, "key_id": caller.key_id, "scopes": sorted(caller.scopes),
-                       "replay": bool(request.app[SETTINGS].redis)})  # fmt: skip
+    return json_response(200, {"client_id": caller.client_id, "key_id": caller.key_id, "scopes": sorted(caller.scopes),
+                               "replay": bool(request.app[SETTINGS].redis)})  # fmt: skip
 
 
 @requires("read")
 async def get_lanes(request: web.Request) -> web.Response:
     await _feeds(request).ensure()
-    return _json(200, _feeds(request).outcomes.lanes(_caller(request).client_id))
+    return json_response(200, _feeds(request).outcomes.lanes(_caller(request).client_id))
 
 
 @requires("read")
@@ -138,7 +138,7 @@ async def get_outcomes(request: web.Request) -> web.Response:
         raise Rejected(400, "must be a number from 1 to 500", "limit") from None
     filters = {name: q.get(name, "")[:200] for name in ("status", "channel", "lane", "notification_id")}
     rows = _feeds(request).outcomes.recent(_caller(request).client_id, limit, **filters)
-    return _json(200, {"outcomes": rows})
+    return json_response(200, {"outcomes": rows})
 
 
 @requires("read")
@@ -157,12 +157,12 @@ async def get_dlq(request: web.Request) -> web.Response:
                      "attempt": letter.attempt, "replayed_at": entry.replayed_at,
                      "replayable": replay and feeds.replayable(entry, client_id),
                      "cli": f"clarion dlq replay {entry.id}"})  # fmt: skip
-    return _json(200, {"letters": rows, "replay": replay})
+    return json_response(200, {"letters": rows, "replay": replay})
 
 
 @requires("send")
 async def post_dlq_replay(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_body(request)
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not ids or len(ids) > 100 or not all(isinstance(i, str) for i in ids):
         raise Rejected(400, "must be a list of 1 to 100 dead letter ids (<partition>:<offset>)", "ids")
@@ -182,8 +182,8 @@ async def post_dlq_replay(request: web.Request) -> web.Response:
     now = time.time()
     for entry in found:
         entry.replayed_at = now
-    return _json(200, {"replayed": report.replayed, "skipped": report.skipped,
-                       "dead_released": report.dead_released})  # fmt: skip
+    return json_response(200, {"replayed": report.replayed, "skipped": report.skipped,
+                               "dead_released": report.dead_released})  # fmt: skip
 
 
 async def _ask_worker(request: web.Request, path: str) -> web.Response:
@@ -194,9 +194,9 @@ async def _ask_worker(request: web.Request, path: str) -> web.Response:
         async with request.app[HTTP].get(url, headers={"Authorization": request.headers["Authorization"]}) as resp:
             body = await resp.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return _error(503, f"no worker answered: {type(exc).__name__}")
+        return error_response(503, f"no worker answered: {type(exc).__name__}")
     if resp.status not in (200, 401, 403):
-        return _error(503, f"the worker answered {resp.status}")
+        return error_response(503, f"the worker answered {resp.status}")
     return web.Response(status=resp.status, body=body, content_type="application/json")
 
 

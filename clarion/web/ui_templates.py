@@ -15,7 +15,7 @@ from aiohttp import web
 from clarion.schemas.records import TemplateVersion, asdict, scoped
 from clarion.tables.api_keys import Caller
 from clarion.tables.templates import CHANNEL_PARTS, RenderError, render, resolve
-from clarion.web.api import CALLER, TEMPLATES, Rejected, _body, _error, _json, requires
+from clarion.web.context import CALLER, TEMPLATES, Rejected, error_response, json_response, read_body, requires
 
 MAX_TEMPLATES = 500  # listed at once
 _PARTS = {part for parts in CHANNEL_PARTS.values() for part in parts}
@@ -46,7 +46,7 @@ async def get_templates(request: web.Request) -> web.Response:
         row["versions"].sort()
         latest = resolve(request.app[TEMPLATES], _caller(request).client_id, template_id, None)
         rows.append({**row, "latest": row["versions"][-1], "channels": latest.channels() if latest else []})
-    return _json(200, {"templates": rows, "more": len(found) > MAX_TEMPLATES})
+    return json_response(200, {"templates": rows, "more": len(found) > MAX_TEMPLATES})
 
 
 def _template(request: web.Request, template_id: Any, version: Any) -> TemplateVersion:
@@ -64,15 +64,15 @@ async def get_template(request: web.Request) -> web.Response:
     version = None if text == "latest" else int(text) if text.isdigit() and len(text) <= 9 else -1
     template = _template(request, request.match_info["template_id"], version)
     parts = {part: value for part, value in asdict(template).items() if part in _PARTS and value is not None}
-    return _json(200, {"template_id": template.template_id, "version": template.version,
-                       "channels": template.channels(), "critical_override": template.critical_override,
-                       "parts": parts})  # fmt: skip
+    return json_response(200, {"template_id": template.template_id, "version": template.version,
+                               "channels": template.channels(), "critical_override": template.critical_override,
+                               "parts": parts})  # fmt: skip
 
 
 @requires("templates")
 async def post_template_preview(request: web.Request) -> web.Response:
     """Render a template of the caller's for one channel with the given params (the bounded render)."""
-    body = await _body(request)
+    body = await read_body(request)
     if not isinstance(body, dict):
         raise Rejected(400, "must be a JSON object", "body")
     template = _template(request, body.get("template_id"), body.get("version"))
@@ -84,12 +84,12 @@ async def post_template_preview(request: web.Request) -> web.Response:
     try:
         rendered = render(template, channel, params)
     except RenderError as exc:
-        return _error(422, f"does not render: {exc}", "params")
+        return error_response(422, f"does not render: {exc}", "params")
     except Exception as exc:  # {{ 1/0 }} and the like: the template and params are at fault, as at POST /notif
-        return _error(422, f"does not render: {type(exc).__name__}: {exc}"[:500], "params")
+        return error_response(422, f"does not render: {type(exc).__name__}: {exc}"[:500], "params")
     out = {name: getattr(rendered, name) for name in ("subject", "text", "html", "title", "body")}
-    return _json(200, {"template": template.ref, "channel": channel,
-                       "rendered": {k: v for k, v in out.items() if v is not None}})  # fmt: skip
+    return json_response(200, {"template": template.ref, "channel": channel,
+                               "rendered": {k: v for k, v in out.items() if v is not None}})  # fmt: skip
 
 
 ROUTES = [

@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 
 from clarion.schemas.codec import encode
 from clarion.schemas.validation import ValidationFailed, validate_user
-from clarion.web.api import CALLER, PRODUCER, SETTINGS, TOPICS, Rejected, requires
+from clarion.web.context import CALLER, PRODUCER, SETTINGS, TOPICS, Rejected, requires
 from clarion.web.ndjson import read_lines
 
 MAX_LINES = 100_000

@@ -30,7 +30,7 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import Feedback
 from clarion.schemas.validation import is_id
 from clarion.tables.status import partition_of
-from clarion.web.api import HTTP, PARTITIONS, PRODUCER, SETTINGS, TOPICS, Rejected, _json, public
+from clarion.web.context import HTTP, PARTITIONS, PRODUCER, SETTINGS, TOPICS, Rejected, json_response, public
 
 log = logging.getLogger("clarion.webhooks")
 MAX_TWILIO_BYTES = 16 * 1024  # a status callback is well under 2 KB
@@ -98,14 +98,14 @@ async def twilio_webhook(request: web.Request) -> web.Response:
     if not any(twilio.valid_signature(url, params, secret, given, algorithm) for secret in secrets):
         event(log, "Twilio webhook with a bad signature refused", logging.WARNING, url=url[:300],
               signature_settings=(shared or "")[:200])  # fmt: skip
-        return _json(403, {"error": "invalid X-Twilio-Signature", "errors": [
+        return json_response(403, {"error": "invalid X-Twilio-Signature", "errors": [
             {"field": "X-Twilio-Signature", "error": "not Twilio's signature of this URL and body"}]})  # fmt: skip
     nid, did = request.query.get("nid", ""), request.query.get("did", "")
     item = twilio.feedback_from(nid, did, dict(params))
     if item is None:
-        return _json(200, {"ignored": "not a final status"})
+        return json_response(200, {"ignored": "not a final status"})
     produced = await _produce(request, item)
-    return _json(202 if produced else 200, {"feedback": int(produced)})
+    return json_response(202 if produced else 200, {"feedback": int(produced)})
 
 
 async def _fetch_certificate(app: web.Application, url: str) -> bytes:
@@ -138,25 +138,25 @@ async def ses_webhook(request: web.Request) -> web.Response:
     except sns.Rejected as exc:
         event(log, "SNS message refused", logging.WARNING, reason=str(exc))
         errors = [{"field": "Signature", "error": str(exc)}]
-        return _json(403, {"error": f"invalid SNS message: {exc}", "errors": errors})
+        return json_response(403, {"error": f"invalid SNS message: {exc}", "errors": errors})
     topic = message["TopicArn"]
     allowed = {arn.strip() for arn in settings.sns_topic_arns.split(",") if arn.strip()}
     if topic not in allowed:
         event(log, "SNS message from a topic not in CLARION_SNS_TOPIC_ARNS ignored", logging.WARNING, topic=topic[:300])
-        return _json(200, {"ignored": "topic not allowed"})
+        return json_response(200, {"ignored": "topic not allowed"})
     if message["Type"] == "SubscriptionConfirmation":
         return await _confirm(request, message)
     if message["Type"] != "Notification":
-        return _json(200, {"ignored": message["Type"]})
+        return json_response(200, {"ignored": message["Type"]})
     try:
         items = ses_events.feedback_from(orjson.loads(message["Message"]))
     except (orjson.JSONDecodeError, ses_events.NotOurs) as exc:
         event(log, "SES event without clarion's ids ignored", logging.WARNING, reason=str(exc)[:200])
-        return _json(200, {"ignored": "not a clarion SES event"})
+        return json_response(200, {"ignored": "not a clarion SES event"})
     produced = 0
     for item in items:
         produced += await _produce(request, item)
-    return _json(202 if produced else 200, {"feedback": produced})
+    return json_response(202 if produced else 200, {"feedback": produced})
 
 
 async def _confirm(request: web.Request, message: dict[str, Any]) -> web.Response:
@@ -164,7 +164,7 @@ async def _confirm(request: web.Request, message: dict[str, Any]) -> web.Respons
     url = message["SubscribeURL"]
     if not sns.allowed_url(url, request.app[SETTINGS].sns_host_pattern):
         event(log, "SNS SubscribeURL not on an SNS host: not visited", logging.WARNING, url=url[:300])
-        return _json(200, {"ignored": "SubscribeURL not on an SNS host"})
+        return json_response(200, {"ignored": "SubscribeURL not on an SNS host"})
     try:
         async with request.app[HTTP].get(url, allow_redirects=False) as resp:
             confirmed = resp.status == 200
@@ -172,7 +172,7 @@ async def _confirm(request: web.Request, message: dict[str, Any]) -> web.Respons
         raise Rejected(503, f"the subscription could not be confirmed: {type(exc).__name__}") from None
     event(log, "SNS subscription confirmed" if confirmed else "SNS subscription confirmation refused",
           topic=message["TopicArn"][:300], status=resp.status)  # fmt: skip
-    return _json(200, {"confirmed": confirmed})
+    return json_response(200, {"confirmed": confirmed})
 
 
 def install_webhooks(app: web.Application) -> None:

@@ -1,6 +1,6 @@
 """The worker's /metrics page (Prometheus text format), behind an API key with the `metrics` scope.
 
-The hot path only bumps plain counters it already kept (`topo.counters`, `topo.outcomes`:
+The hot path only bumps plain counters it already kept (`topo.emit.counters`, `topo.emit.outcomes`:
 one dict increment per outcome); they are turned into metric families when Prometheus
 scrapes, with table sizes (RocksDB's key estimates) and what `scrape.ScrapeProbes` reads
 from the broker and the campaigns table. Provider call latency and results are the one
@@ -56,7 +56,7 @@ class TopologyCollector(Collector):
             "clarion_notifications", "Outcomes by lane, channel (none: the notification as a whole) and outcome",
             labels=["lane", "channel", "outcome"],
         )  # fmt: skip
-        for (lane, channel, status), n in list(self.topo.outcomes.items()):
+        for (lane, channel, status), n in list(self.topo.emit.outcomes.items()):
             outcomes.add_metric([lane, channel, status], n)
         yield outcomes
         dead = CounterMetricFamily("clarion_dead_letters", "Messages sent to the DLQ, by source topic",
@@ -65,7 +65,7 @@ class TopologyCollector(Collector):
                   for kind, doc in STAGE_COUNTS.items()}  # fmt: skip
         feedback = CounterMetricFamily("clarion_feedback_dropped", "Provider feedback for unknown notifications",
                                        labels=["channel"])  # fmt: skip
-        for key, n in list(self.topo.counters.items()):
+        for key, n in list(self.topo.emit.counters.items()):
             if key[0] == "dead_letter":
                 dead.add_metric([key[1]], n)
             elif key[0] == "stage" and key[2] in stages:
@@ -80,7 +80,7 @@ class TopologyCollector(Collector):
         sizes = GaugeMetricFamily("clarion_table_keys", "Keys in the table partitions this worker serves "
                                   "(RocksDB's estimate)", labels=["table"])  # fmt: skip
         for name in TABLES:
-            table = getattr(self.topo, name, None)
+            table = getattr(self.topo.declared, name, None)
             if table is not None:  # a promo-lanes worker holds none
                 sizes.add_metric([name], PartitionedStore(table).estimated_keys())
         return sizes
@@ -118,16 +118,16 @@ class TopologyCollector(Collector):
 def register_metrics_page(topo: Topology) -> ScrapeProbes:
     """GET /metrics on the worker's web port; the registry is the topology's own (one per worker)."""
     probes = ScrapeProbes(topo)
-    ProcessCollector(registry=topo.registry)
-    topo.registry.register(TopologyCollector(topo, probes))
+    ProcessCollector(registry=topo.resources.registry)
+    topo.resources.registry.register(TopologyCollector(topo, probes))
 
-    @topo.app.page("/metrics", name="clarion.metrics")
+    @topo.declared.app.page("/metrics", name="clarion.metrics")
     async def metrics(web: View, request: Request) -> Response:
         """Prometheus text format; needs an API key with the `metrics` scope."""
         caller = await authenticated(topo, web, request, "metrics")
         if not isinstance(caller, Caller):
             return caller
         await probes.refresh()
-        return web.bytes(generate_latest(topo.registry), headers={"Content-Type": CONTENT_TYPE})
+        return web.bytes(generate_latest(topo.resources.registry), headers={"Content-Type": CONTENT_TYPE})
 
     return probes

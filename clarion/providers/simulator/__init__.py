@@ -8,10 +8,8 @@ can count exact effects. Control endpoints live under /_sim/.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import random
+import importlib
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -19,7 +17,9 @@ import orjson
 from aiohttp import web
 
 from clarion.providers.simulator import apns, callbacks, fcm, h2c, ses, twilio
+from clarion.providers.simulator.core import Fault, Refusal, SimulatorState
 from clarion.providers.simulator.core import json_response as _json
+from clarion.schemas.channels import REGISTRY
 
 # What each provider answers for an injected fault: (http status, error body maker).
 TRANSIENT = {
@@ -61,51 +61,6 @@ THROTTLED = {
 FAULT_KINDS = ("transient", "permanent", "throttle")
 
 
-@dataclass
-class Fault:
-    channel: str
-    kind: str  # transient | permanent | throttle
-    address: str = "*"
-    times: int | None = None  # None: every matching request
-    retry_after: str | None = None  # throttle: the Retry-After header (seconds or an HTTP date)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A provider's error answer."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class SimulatorState:
-    latency_ms: float = 0.0
-    failure_rate: float = 0.0  # transient faults, per request
-    rates: dict[str, float] = field(default_factory=dict)  # more faults by kind (throttle, permanent), per request
-    rng: random.Random = field(default_factory=lambda: random.Random(0))  # seeded: a run's faults repeat
-    faults: list[Fault] = field(default_factory=list)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    seq: Any = field(default_factory=itertools.count)
-
-    def fault_for(self, channel: str, address: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.channel == channel and fault.address in ("*", address) and fault.times != 0:
-                if fault.times is not None:
-                    fault.times -= 1
-                return fault
-        if not (self.failure_rate or self.rates):
-            return None
-        draw = self.rng.random()
-        for kind, rate in (("transient", self.failure_rate), *self.rates.items()):
-            if draw < rate:
-                return Fault(channel, kind, retry_after="1" if kind == "throttle" else None)
-            draw -= rate
-        return None
-
-
 class Simulator:
     """The aiohttp application and its state."""
 
@@ -135,7 +90,7 @@ class Simulator:
         self.app = web.Application()
         self.app.add_routes(
             [
-                *(route for provider in (apns, fcm, ses, twilio, callbacks) for route in provider.routes(self)),
+                *(route for provider in _provider_modules() for route in provider.routes(self)),
                 web.get("/_sim/deliveries", self.list_deliveries),
                 web.get("/_sim/stats", self.stats),
                 web.delete("/_sim/deliveries", self.reset),
@@ -235,3 +190,9 @@ async def start_simulator(
     listening.append(await h2c.serve(host, port, partial(apns.handle, sim), runner.server))
     sim.apns_url = sim.url = f"http://{host}:{port}"
     return sim, runner
+
+
+def _provider_modules() -> list[Any]:
+    """Each channel's simulator module, as the channel registry names them, then the callback senders."""
+    modules = {spec.simulator: importlib.import_module(spec.simulator) for spec in REGISTRY.values()}
+    return [*modules.values(), callbacks]

@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jwt
 import orjson
@@ -40,11 +40,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from clarion.providers.simulator import h2c
+import clarion.providers.simulator.h2c as h2c
+from clarion.providers.simulator.core import Host
 from clarion.providers.simulator.core import json_response as _json
-
-if TYPE_CHECKING:
-    from clarion.providers.simulator import Simulator
 
 KEY_ID = "SIMKEY0001"  # Apple's key ids and team ids are 10 characters
 TEAM_ID = "SIMTEAM001"
@@ -118,12 +116,20 @@ def dev_key_file() -> str:
     return str(path)
 
 
-def routes(sim: Simulator) -> list[web.RouteDef]:
+class ApnsHost(Host, Protocol):
+    """What this module uses of the simulator: the key provider tokens must be signed with, and the tokens
+    it expired early."""
+
+    apns_account: Account
+    apns_tokens: ProviderTokens
+
+
+def routes(sim: ApnsHost) -> list[web.RouteDef]:
     """What the simulator's HTTP/1.1 side serves for APNs: a refusal (Apple speaks HTTP/2 only), and its control."""
     return [web.post("/3/device/{token}", http1_refused), web.post("/_sim/apns/expire", partial(expire_next, sim))]
 
 
-async def expire_next(sim: Simulator, request: web.Request) -> web.Response:
+async def expire_next(sim: ApnsHost, request: web.Request) -> web.Response:
     """The provider tokens the next `times` requests carry expire (403 ExpiredProviderToken from then on)."""
     body = await request.json(loads=orjson.loads)
     sim.apns_tokens.expire_next = int(body.get("times", 1))
@@ -193,7 +199,7 @@ def refused(status: int, reason: str, headers: dict[str, str] | None = None) -> 
     return h2c.Response(status, {"content-type": "application/json", **(headers or {})}, orjson.dumps(body))
 
 
-async def handle(sim: Simulator, request: h2c.Request) -> h2c.Response:
+async def handle(sim: ApnsHost, request: h2c.Request) -> h2c.Response:
     """One APNs request over HTTP/2."""
     match = PATH.match(request.path)
     if match is None:

@@ -29,7 +29,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
@@ -37,8 +37,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from clarion.providers.simulator import Simulator
+from clarion.providers.simulator.core import Host
 
 log = logging.getLogger("clarion.simulator.callbacks")
 MAX_PENDING = 1000
@@ -119,7 +118,9 @@ class Callbacks:
             self.signer = SnsSigner.generate()
 
     # --- SNS subscriptions --------------------------------------------------------------------
-    def subscription_confirmation(self, sim: Simulator, topic_arn: str = "", subscribe_url: str = "") -> dict[str, str]:
+    def subscription_confirmation(
+        self, sim: CallbacksHost, topic_arn: str = "", subscribe_url: str = ""
+    ) -> dict[str, str]:
         """A signed SubscriptionConfirmation for `topic_arn` (default: this topic), with a fresh token.
 
         Its SubscribeURL is the simulator's own unless `subscribe_url` is given (a message SNS
@@ -140,7 +141,7 @@ class Callbacks:
         message["Signature"] = self.signer.sign(message)
         return message
 
-    async def subscribe(self, sim: Simulator, endpoint: str, topic_arn: str = "") -> Any:
+    async def subscribe(self, sim: CallbacksHost, endpoint: str, topic_arn: str = "") -> Any:
         """What SNS does when an HTTP(S) subscription is made: POST its SubscriptionConfirmation; the answer."""
         message = self.subscription_confirmation(sim, topic_arn)
         headers = {
@@ -171,12 +172,12 @@ class Callbacks:
         self.sent.append({"kind": kind, "url": url, "answer": answer})
 
     # --- Twilio -----------------------------------------------------------------------------
-    def twilio_accepted(self, sim: Simulator, resource: dict[str, Any], callback: str) -> None:
+    def twilio_accepted(self, sim: CallbacksHost, resource: dict[str, Any], callback: str) -> None:
         """After a Messages create answered 201: its status callbacks, if it asked for them."""
         if self.enabled and callback:
             self._spawn(self._twilio_statuses(sim, resource, callback))
 
-    async def _twilio_statuses(self, sim: Simulator, resource: dict[str, Any], callback: str) -> None:
+    async def _twilio_statuses(self, sim: CallbacksHost, resource: dict[str, Any], callback: str) -> None:
         final, code = UNDELIVERED.get(resource["to"], ("delivered", ""))
         for status in ("queued", "sent", final):
             await asyncio.sleep(STEP_S)
@@ -201,12 +202,12 @@ class Callbacks:
             await self._post(f"twilio:{status}", callback, urlencode(params).encode(), headers)
 
     # --- SES via SNS ------------------------------------------------------------------------
-    def ses_accepted(self, sim: Simulator, meta: dict[str, Any], message_id: str) -> None:
+    def ses_accepted(self, sim: CallbacksHost, meta: dict[str, Any], message_id: str) -> None:
         """After SendEmail answered 200: SES's events for each recipient, as SNS notifications."""
         if self.enabled and self.sns_endpoint:
             self._spawn(self._ses_events(sim, meta, message_id))
 
-    async def _ses_events(self, sim: Simulator, meta: dict[str, Any], message_id: str) -> None:
+    async def _ses_events(self, sim: CallbacksHost, meta: dict[str, Any], message_id: str) -> None:
         mail = {
             "timestamp": _iso(), "source": meta.get("from"), "sendingAccountId": "000000000000",
             "messageId": message_id, "destination": meta.get("recipients", []), "headersTruncated": False,
@@ -232,7 +233,7 @@ class Callbacks:
                     "complainedRecipients": [{"emailAddress": address}], "timestamp": _iso(),
                     "feedbackId": str(uuid.uuid4()), "complaintFeedbackType": "abuse"}})  # fmt: skip
 
-    def notification(self, sim: Simulator, event: dict[str, Any]) -> dict[str, str]:
+    def notification(self, sim: CallbacksHost, event: dict[str, Any]) -> dict[str, str]:
         """A signed SNS Notification carrying `event` as its Message."""
         assert self.signer is not None
         message = {
@@ -244,7 +245,7 @@ class Callbacks:
         message["Signature"] = self.signer.sign(message)
         return message
 
-    async def _publish(self, sim: Simulator, event: dict[str, Any]) -> None:
+    async def _publish(self, sim: CallbacksHost, event: dict[str, Any]) -> None:
         message = self.notification(sim, event)
         headers = {
             "Content-Type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": "Notification",
@@ -264,7 +265,7 @@ def _iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-async def certificate(sim: Simulator, request: web.Request) -> web.Response:
+async def certificate(sim: CallbacksHost, request: web.Request) -> web.Response:
     signer = sim.callbacks.signer
     if signer is None:
         return web.Response(status=404, text="callbacks are not enabled")
@@ -274,7 +275,7 @@ async def certificate(sim: Simulator, request: web.Request) -> web.Response:
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 
 
-async def confirm_subscription(sim: Simulator, request: web.Request) -> web.Response:
+async def confirm_subscription(sim: CallbacksHost, request: web.Request) -> web.Response:
     """GET /?Action=ConfirmSubscription&TopicArn=…&Token=…: SNS's SubscribeURL (its Query API, XML answers)."""
     query = request.query
     if query.get("Action") != "ConfirmSubscription":
@@ -301,6 +302,13 @@ def _sns_error(status: int, code: str, message: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/xml")
 
 
-def routes(sim: Simulator) -> list[web.RouteDef]:
+class CallbacksHost(Host, Protocol):
+    """What this module uses of the simulator: its callbacks, and the auth token Twilio's are signed with."""
+
+    callbacks: Callbacks
+    twilio_auth_token: str
+
+
+def routes(sim: CallbacksHost) -> list[web.RouteDef]:
     """The SigningCertURL SNS messages name, and the SubscribeURL of its confirmations."""
     return [web.get(CERT_PATH, partial(certificate, sim)), web.get("/", partial(confirm_subscription, sim))]

@@ -18,7 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jwt
 import orjson
@@ -26,10 +26,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from clarion.providers.simulator.core import Host
 from clarion.providers.simulator.core import json_response as _json
-
-if TYPE_CHECKING:
-    from clarion.providers.simulator import Simulator
 
 STATIC_BEARER = "sim-fcm-token"  # pointed_at_simulator's placeholder when CLARION_FCM_BEARER is unset
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -354,7 +352,13 @@ def check_android(value: Any) -> None:
         raise ValueError("Invalid value at 'message.android.notification'")
 
 
-def routes(sim: Simulator) -> list[web.RouteDef]:
+class FcmHost(Host, Protocol):
+    """What this module uses of the simulator: its Google (service-account keys, access tokens)."""
+
+    fcm: FcmAuth
+
+
+def routes(sim: FcmHost) -> list[web.RouteDef]:
     """The endpoints this module serves on the simulator's app."""
     return [
         web.post("/v1/projects/{project}/messages:send", partial(fcm, sim)),
@@ -364,13 +368,13 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
     ]
 
 
-async def token_endpoint(sim: Simulator, request: web.Request) -> web.Response:
+async def token_endpoint(sim: FcmHost, request: web.Request) -> web.Response:
     form = await request.post()
     status, body = sim.fcm.grant({k: str(v) for k, v in form.items()})
     return _json(status, body, {"Cache-Control": "no-store"})
 
 
-async def new_service_account(sim: Simulator, request: web.Request) -> web.Response:
+async def new_service_account(sim: FcmHost, request: web.Request) -> web.Response:
     """A service-account JSON whose token_uri is this simulator: {"project_id"?, "client_email"?}."""
     body = await request.json(loads=orjson.loads) if request.can_read_body else {}
     token_uri = f"{request.scheme}://{request.host}/token"
@@ -378,14 +382,14 @@ async def new_service_account(sim: Simulator, request: web.Request) -> web.Respo
     return _json(200, info)
 
 
-async def expire_next(sim: Simulator, request: web.Request) -> web.Response:
+async def expire_next(sim: FcmHost, request: web.Request) -> web.Response:
     """The next `times` sends are answered 401 ACCESS_TOKEN_EXPIRED, whatever token they carry."""
     body = await request.json(loads=orjson.loads)
     sim.fcm.expire_next = int(body.get("times", 1))
     return _json(200, {"expire_next": sim.fcm.expire_next})
 
 
-async def fcm(sim: Simulator, request: web.Request) -> web.Response:
+async def fcm(sim: FcmHost, request: web.Request) -> web.Response:
     project = request.match_info["project"]
     try:
         body = await request.json(loads=orjson.loads)

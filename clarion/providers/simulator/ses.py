@@ -30,18 +30,16 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 from email.utils import getaddresses, parseaddr
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 
 from clarion.providers.ses import TAG_CHARS, TAG_MAX, decode_tag
+from clarion.providers.simulator.callbacks import CallbacksHost
 from clarion.providers.simulator.core import json_response as _json
 from clarion.topology.settings import Settings
-
-if TYPE_CHECKING:
-    from clarion.providers.simulator import Simulator
 
 # The credentials the simulator expects by default: what pointed_at_simulator configures.
 ACCESS_KEY = "AKIDSIMULATOR"
@@ -73,7 +71,14 @@ class SesAccount:
         self.access_key, self.secret_key, self.session_token = access_key, secret_key, session_token
 
 
-def routes(sim: Simulator) -> list[web.RouteDef]:
+class SesHost(CallbacksHost, Protocol):
+    """What this module uses of the simulator: the credentials requests must be signed with, and its
+    callbacks (SES events over SNS)."""
+
+    ses_account: SesAccount
+
+
+def routes(sim: SesHost) -> list[web.RouteDef]:
     """The endpoints this module serves on the simulator's app."""
     return [
         web.post("/v2/email/outbound-emails", partial(send_email, sim)),
@@ -91,7 +96,7 @@ def error(status: int, code: str, message: str, uri: str = SES_ERRORS_URI, **hea
     )
 
 
-async def send_email(sim: Simulator, request: web.Request) -> web.Response:
+async def send_email(sim: SesHost, request: web.Request) -> web.Response:
     body = await read_body(request)
     if body is None:
         return error(400, "MessageRejected", f"Message length is more than {MAX_MESSAGE_BYTES} bytes long.")
@@ -125,7 +130,7 @@ async def send_email(sim: Simulator, request: web.Request) -> web.Response:
     return error(taken.status, code, str(taken.body.get("message", "")), **taken.headers)
 
 
-async def rotate_credentials(sim: Simulator, request: web.Request) -> web.Response:
+async def rotate_credentials(sim: SesHost, request: web.Request) -> web.Response:
     """Control: {"access_key", "secret_key", "session_token"} replace the account's credentials."""
     body = await request.json(loads=orjson.loads)
     acct = sim.ses_account

@@ -16,17 +16,15 @@ import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from clarion.providers.simulator.callbacks import CallbacksHost
 from clarion.providers.simulator.core import json_response as _json
 from clarion.topology.settings import Settings
-
-if TYPE_CHECKING:
-    from clarion.providers.simulator import Simulator
 
 # The credentials the simulator expects by default: what pointed_at_simulator configures.
 ACCOUNT_SID = Settings.twilio_account_sid
@@ -72,7 +70,14 @@ GSM_BASIC = set(
 GSM_EXTENDED = set("^{}\\[~]|€\f")
 
 
-def routes(sim: Simulator) -> list[web.RouteDef]:
+class TwilioHost(CallbacksHost, Protocol):
+    """What this module uses of the simulator: the credentials requests must carry, and its callbacks
+    (status callbacks)."""
+
+    twilio_account_sid: str
+
+
+def routes(sim: TwilioHost) -> list[web.RouteDef]:
     """The endpoints this module serves on the simulator's app."""
     return [web.post("/2010-04-01/Accounts/{sid}/Messages.json", partial(twilio, sim))]
 
@@ -175,7 +180,7 @@ def message_resource(receipt: dict[str, Any], account_sid: str, form: MultiDictP
     }
 
 
-async def twilio(sim: Simulator, request: web.Request) -> web.Response:
+async def twilio(sim: TwilioHost, request: web.Request) -> web.Response:
     if not authorized(request.headers.get("Authorization", ""), sim.twilio_account_sid, sim.twilio_auth_token):
         return error(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Twilio API"'})
     sid = request.match_info["sid"]
