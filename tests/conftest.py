@@ -76,3 +76,16 @@ def run_clarion(settings: Settings, *args: str) -> subprocess.CompletedProcess[s
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run([sys.executable, "-m", "clarion.cli", *args], env=env, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
+
+
+NEEDS_INFRA = {"broker", "redis_server", "redis_url"}  # fixtures that start a real broker or Redis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "infra: needs the embedded broker or Redis (make test-fast leaves these out)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NEEDS_INFRA & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.infra)
