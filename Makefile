@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install browser clean
+.PHONY: run test test-fast lint bench install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,16 @@ browser: $(CHROMIUM)
 run: $(STAMP)
 	$(BIN)/clarion dev
 
+# Three processes, a module's tests in one of them (tests/conftest.py: xdist groups), each with
+# its own broker and Redis: the broker tests mostly wait (group joins, retry delays, providers).
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check clarion tests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadgroup
+
+# Everything that needs no broker or Redis, with a quarter of the property tests' examples (tests/budget.py)
+test-fast: $(STAMP)
+	$(BIN)/ruff check clarion tests
+	CLARION_TEST_EXAMPLES=0.25 $(BIN)/pytest -q -m "not infra" -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check clarion tests

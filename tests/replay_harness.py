@@ -16,8 +16,10 @@ A scenario is JSON lines, applied in order:
   {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
   {"rejected": {"channel": ..., "address": ..., "kind": ..., "reason"?: ..., "code"?: ...}}   an expected
       simulator refusal; when a scenario lists any, the refusals are compared exactly too (REJECTED_KEYS)
-Outputs are compared exactly, as multisets, after dropping timestamps and trace ids;
-expected records may omit fields that hold their schema default.
+Outputs are read once the worker has drained (its group committed every topic a stage consumes to
+its end) and up to the output topics' end offsets, then compared exactly, as multisets, after
+dropping timestamps and trace ids: a missing or an extra record fails. Expected records may omit
+fields that hold their schema default.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from clarion.keys import create_key
 from clarion.schemas.records import DeadLetter, Outcome, asdict
 from clarion.topology.admin import ensure_topics
-from clarion.topology.catalog import catalog
+from clarion.topology.catalog import STAGES, catalog
+from clarion.topology.offsets import BrokerOffsets
 from clarion.topology.settings import Settings
 
 IGNORED = {"ts", "trace_id", "provider_message_id", "not_before", "accepted_at"}
@@ -230,29 +233,57 @@ class Replayer:
             record["source_topic"] = record["source_topic"].removeprefix(self.settings.topic_prefix + ".")
         return record
 
-    async def collect(
-        self, scenario: Scenario, timeout_s: float = 60.0, settle_s: float = 1.5
-    ) -> dict[str, list[dict[str, Any]]]:
-        """Read outcomes and DLQ until the expected counts arrive, then a little longer."""
-        topics = {self.specs[name].topic: name for name in MODELS}
-        consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-        )
+    async def drained(self, timeout_s: float = 90.0) -> None:
+        """Wait until the worker's group has committed every topic a stage consumes up to its end.
+
+        faust flushes its producer before it commits, so then every output of every input is on
+        its topic, and a task held in a retry tier (not committed until it goes back) is done too.
+        """
+        consumed = [spec for spec in self.specs.values() if set(spec.readers) & set(STAGES)]
+        offsets = BrokerOffsets(self.settings)
+        try:
+            tps = [TopicPartition(spec.topic, p) for spec in consumed for p in range(spec.partitions)]
+            deadline = time.monotonic() + timeout_s
+            while True:
+                ends = await offsets.end_offsets(tps)
+                committed = await offsets.committed(self.settings.app_id, tps)
+                behind = {tp: end for tp, end in ends.items() if end > committed.get(tp, 0)}
+                if not behind:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the worker never caught up: {behind} (committed {committed})")
+                await asyncio.sleep(0.2)
+        finally:
+            await offsets.close()
+
+    async def collect(self, scenario: Scenario) -> dict[str, list[dict[str, Any]]]:
+        """Once the pipeline has drained, every outcome and dead letter, read to the topics' end offsets."""
+        await self.drained()
+        specs = [self.specs[name] for name in MODELS]
+        parts = [TopicPartition(spec.topic, p) for spec in specs for p in range(spec.partitions)]
+        names = {self.specs[name].topic: name for name in MODELS}
+        offsets = BrokerOffsets(self.settings)
+        try:
+            ends = await offsets.end_offsets(parts)
+        finally:
+            await offsets.close()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         got: dict[str, list[dict[str, Any]]] = {name: [] for name in MODELS}
         try:
-            deadline = time.monotonic() + timeout_s
-            settle_until = None
-            while time.monotonic() < (settle_until or deadline):
-                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
-                    name = topics[tp.topic]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            deadline = time.monotonic() + 30
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("could not read the outputs to their end offsets")
+                for tp, records in (await consumer.getmany(*parts, timeout_ms=200)).items():
                     for record in records:
+                        if record.offset >= ends[tp]:
+                            continue
                         value = orjson.loads(record.value)  # one record, or a batch of them
                         for item in value if isinstance(value, list) else [value]:
-                            got[name].append(self._strip_prefix(normalize(name, item)))
-                enough = all(len(got[n]) >= len(scenario.expected[n]) for n in MODELS)
-                if enough and settle_until is None:
-                    settle_until = time.monotonic() + settle_s
+                            got[names[tp.topic]].append(self._strip_prefix(normalize(names[tp.topic], item)))
             return got
         finally:
             await consumer.stop()

@@ -22,6 +22,7 @@ from clarion.schemas.audiences import (
 )
 from clarion.schemas.records import UserProfile
 from clarion.schemas.validation import ValidationFailed
+from tests.budget import examples
 
 ANN = UserProfile(
     client_id="acme",
@@ -212,7 +213,7 @@ def test_worst_case_inputs_parse_or_fail_quickly(text: str) -> None:
 
 # -- fuzzing -----------------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKENS = st.sampled_from(
     ["attributes", ".", "plan", "[", "]", "(", ")", ",", "'pro'", '"x"', "'", '"', "\\", "1", "-2.5e3", "-",
      "true", "false", "==", "!=", "<", "<=", ">", ">=", "=", "!", "in", "has", "not", "and", "or", "tags", "locale",
@@ -282,7 +283,7 @@ EXPRESSIONS = st.recursive(
 )
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(EXPRESSIONS, PROFILES)
 def test_every_grammatical_expression_parses_and_evaluates_on_any_profile(expression: str, user: UserProfile) -> None:
     result = parse_where(expression)(user)
@@ -290,7 +291,7 @@ def test_every_grammatical_expression_parses_and_evaluates_on_any_profile(expres
     assert parse_where(f"not ({expression})")(user) is (not result)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(EXPRESSIONS, EXPRESSIONS, PROFILES)
 def test_and_or_combine_like_booleans(left: str, right: str, user: UserProfile) -> None:
     a, b = parse_where(left)(user), parse_where(right)(user)

@@ -80,7 +80,7 @@ async def test_replay_after_the_fault_delivers_once_and_a_second_replay_sends_no
 
         again = await replay(settings, await read_letters(settings))  # everything, a second time
         assert again.replayed == 3 and again.dead_released == 0
-        got = await replayer.collect(Scenario(steps=[]), timeout_s=1, settle_s=3)
+        got = await replayer.collect(Scenario(steps=[]))
         sent = [o for o in got["outcomes"] if o["status"] == "sent"]
         assert len(sent) == 6  # each delivery: sent on the first replay, the same outcome repeated on the second
         assert len(sim.state.deliveries) == 3  # and nothing sent twice

@@ -82,13 +82,19 @@ def test_aiokafkas_partition_state_has_what_lagging_reads() -> None:
     assert _sets(TopicPartitionState, "highwater")
 
 
-@pytest.mark.parametrize("method", ["_db_for_partition", "_dbs_for_actives", "set_persisted_offset"])
+@pytest.mark.parametrize("method", ["_db_for_partition", "set_persisted_offset"])
 def test_the_rocksdb_store_keeps_its_partition_databases(method: str) -> None:
     assert callable(getattr(rocksdb.Store, method, None)), f"faust's RocksDB Store lost {method}"
 
 
-def test_the_rocksdb_store_keeps_its_offset_key() -> None:
+def test_the_rocksdb_store_keeps_its_offset_key_table_and_app() -> None:
     assert "offset_key" in inspect.getsource(rocksdb.Store)
+    from faust.stores.base import Store
+
+    assert _sets(Store, "table") and _sets(Store, "app")
+    from faust.tables.base import Collection
+
+    assert isinstance(inspect.getattr_static(Collection, "changelog_topic_name"), property)
 
 
 def test_an_asyncio_queue_is_still_a_deque_underneath() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from clarion.schemas.channels import CHANNELS
+from clarion.topology.app import create_app
 from clarion.topology.catalog import catalog
 from clarion.topology.embedded import free_port
 from clarion.topology.offsets import BrokerOffsets
@@ -29,11 +30,11 @@ SALE = {"template_id": "sale", "version": 1, "email_subject": "Sale", "email_tex
 
 
 def agents_of(lanes: str) -> set[str]:
-    """The agents `faust -A clarion.app agents` lists for a worker with these lanes (no broker needed)."""
-    env = {**os.environ, **settings_env(Settings(kafka="127.0.0.1:1", lanes=lanes))}
-    done = subprocess.run([sys.executable, "-m", "faust", "-A", "clarion.app", "--json", "agents"], env=env,
-                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-    return {agent["name"].lstrip("@") for agent in json.loads(done.stdout)}
+    """The agents a worker with these lanes registers (no broker needed; the faust CLI's own
+    listing of them is tests/test_faust_cli.py's)."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        app, _ = create_app(Settings(kafka="127.0.0.1:1", lanes=lanes, data_dir=data_dir))
+        return set(app.agents)
 
 
 def test_each_choice_registers_its_agents() -> None:

@@ -47,19 +47,20 @@ from clarion.web.api import accept_notification, create_api
 from clarion.web.context import PARTITIONS, TEMPLATES, Rejected, claim
 from clarion.web.openapi import build_spec
 from clarion.web.openapi_docs import render_docs
+from tests.budget import examples
 
 CLIENT = "web"
 CALLER = Caller(client_id=CLIENT, key_id="0123456789abcdef", scopes=frozenset(SCOPES))
 KNOWN = TemplateVersion(client_id=CLIENT, template_id="t", version=1, email_subject="Hi", email_text="Hello",
                         push_title="T", push_body="B", sms_body="S")  # fmt: skip
 AGREEMENT = settings(
-    max_examples=80,
+    max_examples=examples(80),
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-NEGATIVE = settings(AGREEMENT, max_examples=60)
+NEGATIVE = settings(AGREEMENT, max_examples=examples(60))
 
 APP = create_api(Settings())
 SPEC = build_spec(APP)
@@ -177,6 +178,7 @@ def test_schemathesis_reads_every_operation() -> None:
 @pytest.mark.parametrize("path", sorted(CHECKS))
 def test_bodies_the_schema_admits_are_accepted_or_refused_for_a_listed_rule(path: str) -> None:
     operation = SCHEMA[path]["POST"]
+    positive = operation.as_strategy(GenerationMode.POSITIVE)  # built once: building it is most of a draw's cost
     beyond = {(rule["field"], rule["status"]) for rule in SPEC["paths"][path]["post"].get("x-beyond-schema", [])}
     valid = body_validator(path)
     outcomes = {"accepted": 0, "refused": 0}
@@ -184,7 +186,7 @@ def test_bodies_the_schema_admits_are_accepted_or_refused_for_a_listed_rule(path
     @AGREEMENT
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
-        body = data.draw(operation.as_strategy(GenerationMode.POSITIVE)).body
+        body = data.draw(positive).body
         assert valid.is_valid(body), body
         if path == "/notif" and data.draw(st.booleans()):  # a template that exists, so the rest is checked too
             body = {**body, "template_id": KNOWN.template_id, "template_version": data.draw(st.sampled_from([None, 1]))}
@@ -201,13 +203,14 @@ def test_bodies_the_schema_admits_are_accepted_or_refused_for_a_listed_rule(path
 @pytest.mark.parametrize("path", sorted(CHECKS))
 def test_bodies_the_schema_refuses_are_refused(path: str) -> None:
     operation = SCHEMA[path]["POST"]
+    negative = operation.as_strategy(GenerationMode.NEGATIVE)
     valid = body_validator(path)
     seen = {"invalid": 0}
 
     @NEGATIVE
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
-        body = data.draw(operation.as_strategy(GenerationMode.NEGATIVE)).body
+        body = data.draw(negative).body
         assume(not isinstance(body, bytes) and not valid.is_valid(body))  # negative in the body, not elsewhere
         seen["invalid"] += 1
         got = refusal(CHECKS[path], over_http(body))
@@ -216,7 +219,7 @@ def test_bodies_the_schema_refuses_are_refused(path: str) -> None:
         assert got[0] in (400, 422) or (got[0] == 403 and other_client), f"{path}: {body!r} -> {got}"
 
     check()
-    assert seen["invalid"] >= 40, seen
+    assert seen["invalid"] >= examples(40), seen
 
 
 JSON = st.recursive(
@@ -265,14 +268,14 @@ def _near_miss(current: Any, schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 @pytest.mark.parametrize(("path", "field"), FIELDS)
 def test_a_field_the_schema_refuses_is_refused_and_named(path: str, field: str) -> None:
     """One field of an accepted body changed to a value the schema refuses: the refusal names that field."""
-    operation = SCHEMA[path]["POST"]
+    positive = SCHEMA[path]["POST"].as_strategy(GenerationMode.POSITIVE)
     valid = body_validator(path)
     seen = {"refused": 0}
 
-    @settings(AGREEMENT, max_examples=15)
+    @settings(AGREEMENT, max_examples=examples(15))
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
-        body = dict(data.draw(operation.as_strategy(GenerationMode.POSITIVE)).body)
+        body = dict(data.draw(positive).body)
         body.pop("client_id", None)  # another client's would be refused (403) before any field is read
         body[field] = data.draw(_near_miss(body.get(field), _component(path)["properties"][field]) | JSON)
         sent = over_http(body)
@@ -290,7 +293,7 @@ def test_a_field_the_schema_refuses_is_refused_and_named(path: str, field: str) 
 DATE_TIME = jsonschema_rs.validator_for({"type": "string", "format": "date-time"}, validate_formats=True)
 
 
-@settings(max_examples=1000, deadline=None, derandomize=True, database=None)
+@settings(max_examples=examples(1000), deadline=None, derandomize=True, database=None)
 @given(st.from_regex(r"\A[0-9]{4}-[01][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{1,12})?"
                      r"([Zz]|[+-][0-2][0-9]:[0-6][0-9]|[+-][0-9]{4})?\Z"))  # fmt: skip
 def test_timestamps_are_read_exactly_when_the_schema_admits_them(text: str) -> None:

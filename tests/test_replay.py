@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import test_settings
 from tests.replay_harness import Replayer, Scenario, canonical, rejections, resolve_settings
 
+SPREAD = True  # each scenario starts its own worker: under xdist they run in any process
 SCENARIOS = sorted((Path(__file__).parent / "replay").glob("*.jsonl"))
 
 
@@ -22,8 +23,10 @@ async def test_replay(path: Path, broker, redis_server, simulator, tmp_path: Pat
     await replayer.prepare()
     got = await replayer.through_worker(scenario, tmp_path / "worker.log")
     log_tail = "\n".join((tmp_path / "worker.log").read_text().splitlines()[-30:])
-    assert canonical(got["outcomes"]) == canonical(scenario.expected["outcomes"]), log_tail
-    assert canonical(got["dlq"]) == canonical(scenario.expected["dlq"]), log_tail
+    for name in ("outcomes", "dlq"):
+        have, want = canonical(got[name]), canonical(scenario.expected[name])
+        extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+        assert have == want, f"{name}: extra {extra}, missing {missing}\n{log_tail}"
     receipts = [{k: d.get(k) for k in ("channel", "address", "nid", "did")} for d in sim.state.deliveries]
     assert canonical(receipts) == canonical(scenario.receipts)
     if scenario.rejected:  # the simulator's refusals: the exact number of calls it turned away

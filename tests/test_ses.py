@@ -48,6 +48,7 @@ from clarion.tables.ledger import LocalLedger
 from clarion.tables.templates import Rendered
 from clarion.topology.embedded import free_port, pointed_at_simulator
 from clarion.topology.settings import Settings
+from tests.budget import examples
 
 SIM_KEYS = AwsCredentials(sim_ses.ACCESS_KEY, sim_ses.SECRET_KEY)
 REGION = "eu-west-1"
@@ -113,7 +114,7 @@ def test_tag_encoding_reads_well_and_round_trips(value: str, tag: str) -> None:
     assert encode_tag(value) == tag and decode_tag(tag) == value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet=ID_ALPHABET, max_size=190))
 def test_any_id_becomes_a_valid_ses_tag_and_comes_back(value: str) -> None:
     # ids are at most 128 characters; a delivery id adds ".email.N"
@@ -122,7 +123,7 @@ def test_any_id_becomes_a_valid_ses_tag_and_comes_back(value: str) -> None:
     assert decode_tag(tag) == value
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.text(max_size=60))
 def test_any_text_becomes_ses_tag_characters_and_comes_back(value: str) -> None:
     tag = encode_tag(value)

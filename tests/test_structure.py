@@ -7,6 +7,7 @@ under TYPE_CHECKING too), so an import moved into a function to dodge a cycle st
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,7 @@ def _is_package(known: set[str], module: str) -> bool:
     return any(other.startswith(module + ".") for other in known)
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)

@@ -91,9 +91,12 @@ def partition_db(data: Any, partition: int) -> Any | None:
 
 
 def active_dbs(data: Any) -> list[Any] | None:
-    """The databases of the partitions this worker serves; None for the in-memory store."""
-    dbs = getattr(data, "_dbs_for_actives", None)
-    return list(dbs()) if dbs is not None else None
+    """The databases of the partitions this worker serves, opened if need be (faust's own
+    `_dbs_for_actives` skips those not opened since the last rebalance); None in memory."""
+    if getattr(data, "_db_for_partition", None) is None:
+        return None
+    topic = data.table.changelog_topic_name
+    return [partition_db(data, tp.partition) for tp in active_assignment(data.app) if tp.topic == topic]
 
 
 def offset_key(data: Any) -> bytes | None:
