@@ -37,9 +37,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from clarion.keys import create_key
 from clarion.schemas.records import DeadLetter, Outcome, asdict
 from clarion.topology.admin import ensure_topics
-from clarion.topology.catalog import STAGES, catalog
+from clarion.topology.catalog import catalog
 from clarion.topology.offsets import BrokerOffsets
 from clarion.topology.settings import Settings
+from tests.drain import drained
 
 IGNORED = {"ts", "trace_id", "provider_message_id", "not_before", "accepted_at"}
 MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
@@ -233,32 +234,9 @@ class Replayer:
             record["source_topic"] = record["source_topic"].removeprefix(self.settings.topic_prefix + ".")
         return record
 
-    async def drained(self, timeout_s: float = 90.0) -> None:
-        """Wait until the worker's group has committed every topic a stage consumes up to its end.
-
-        faust flushes its producer before it commits, so then every output of every input is on
-        its topic, and a task held in a retry tier (not committed until it goes back) is done too.
-        """
-        consumed = [spec for spec in self.specs.values() if set(spec.readers) & set(STAGES)]
-        offsets = BrokerOffsets(self.settings)
-        try:
-            tps = [TopicPartition(spec.topic, p) for spec in consumed for p in range(spec.partitions)]
-            deadline = time.monotonic() + timeout_s
-            while True:
-                ends = await offsets.end_offsets(tps)
-                committed = await offsets.committed(self.settings.app_id, tps)
-                behind = {tp: end for tp, end in ends.items() if end > committed.get(tp, 0)}
-                if not behind:
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the worker never caught up: {behind} (committed {committed})")
-                await asyncio.sleep(0.2)
-        finally:
-            await offsets.close()
-
     async def collect(self, scenario: Scenario) -> dict[str, list[dict[str, Any]]]:
-        """Once the pipeline has drained, every outcome and dead letter, read to the topics' end offsets."""
-        await self.drained()
+        """Once the worker has drained (tests/drain.py), every outcome and dead letter, read to the end offsets."""
+        await drained(self.settings)
         specs = [self.specs[name] for name in MODELS]
         parts = [TopicPartition(spec.topic, p) for spec in specs for p in range(spec.partitions)]
         names = {self.specs[name].topic: name for name in MODELS}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from clarion.schemas.codec import encode
 from clarion.schemas.records import TemplateVersion
 from clarion.topology.catalog import catalog
 from tests.api_stack import CLIENT, TEMPLATE, Stack, api_stack_fixture
+from tests.drain import drained
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -43,7 +43,7 @@ async def test_same_idempotency_key_twice_is_delivered_once(stack: Stack) -> Non
     dup = await stack.wait_status(second, {"duplicate"})
     assert dup["duplicate_of"] == first
     await stack.wait_status(first, {"sent"})
-    await asyncio.sleep(0.5)
+    await drained(stack.settings)  # everything handled: a second delivery would be there by now
     assert len([d for d in stack.sim.state.deliveries if d["nid"] in (first, second)]) == 1
 
 

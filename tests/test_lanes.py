@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
 
 from clarion.schemas.channels import CHANNELS
 from clarion.topology.app import create_app
 from clarion.topology.catalog import catalog
 from clarion.topology.embedded import free_port
-from clarion.topology.offsets import BrokerOffsets
 from clarion.topology.settings import Settings
 from clarion.topology.worker import WorkerProcess, settings_env
 from tests.api_stack import Stack, api_stack_fixture
+from tests.drain import committed_to_end
 
 stack = api_stack_fixture(lanes="critical", promo_partitions=2, promo_tick_s=0.05)
 
@@ -77,24 +76,15 @@ class CliWorker(WorkerProcess):
         return self
 
 
-async def consumed(settings: Settings, group: str, timeout_s: float = 20) -> set[str]:
-    """Which of the critical and promo email lanes `group` has committed offsets on, once it has some.
-
-    faust commits every few seconds: this waits for the first commits, then a commit interval more.
-    """
+async def consumed(settings: Settings, groups: list[str]) -> dict[str, set[str]]:
+    """Which of the critical and promo email lanes each group committed, once both are consumed to their end."""
     specs = catalog(settings)
     names = ["critical.email", "promo.email"]
-    tps = [TopicPartition(specs[n].topic, p) for n in names for p in range(specs[n].partitions)]
-    offsets = BrokerOffsets(settings)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not (got := await offsets.committed(group, tps)) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(3.0)
-        got = await offsets.committed(group, tps)
-    finally:
-        await offsets.close()
-    return {n for n in names if any(o > 0 for tp, o in got.items() if tp.topic == specs[n].topic)}
+    commits = await committed_to_end(settings, groups, [specs[n] for n in names])
+    return {
+        group: {n for n in names if any(o > 0 for tp, o in got.items() if tp.topic == specs[n].topic)}
+        for group, got in commits.items()
+    }
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -124,8 +114,8 @@ async def test_a_critical_and_a_promo_worker_deliver_both_lanes(stack: Stack, tm
         assert done["counters"]["sent"] == 21  # and alice, the stack's user
         # who consumed what: the promo lanes by the promo workers' group only, the critical lanes by the main one
         main, promo_group = stack.settings.app_id, f"{stack.settings.app_id}-promo"
-        assert await consumed(stack.settings, main) == {"critical.email"}
-        assert await consumed(stack.settings, promo_group) == {"promo.email"}
+        lanes_by_group = await consumed(stack.settings, [main, promo_group])
+        assert lanes_by_group == {main: {"critical.email"}, promo_group: {"promo.email"}}
         # the promo worker holds no statuses: it says so instead of answering "unknown"
         async with stack.http.get(f"{promo.url}/status/{nid}/", headers=stack.auth(stack.key)) as resp:
             assert resp.status == 503 and "promo lanes only" in (await resp.json())["error"]

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from clarion.schemas.records import scoped
 from clarion.topology.catalog import catalog
 from tests.api_stack import Stack, api_stack_fixture
+from tests.drain import drained
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 stack = api_stack_fixture(promo_partitions=2, promo_tick_s=0.05, promo_frequency_cap="1/3600")
@@ -104,7 +105,7 @@ async def test_campaign_reaches_each_user_once_on_their_first_channel(stack: Sta
     assert counters["targeted"] == 265 and counters["expanded"] == 250
     again = await c.call("POST", "/promo", promo("spring", channels=["sms"]))  # the id is idempotent
     assert again[0] == 202
-    await asyncio.sleep(1.0)
+    await drained(stack.settings)  # the repeated command handled
     assert (await c.campaign("spring", {"done"}))["counters"] == counters
 
 

@@ -16,6 +16,7 @@ from clarion.topology.embedded import free_port
 from clarion.topology.worker import WorkerProcess
 from clarion.web.api import create_api
 from tests.conftest import test_settings
+from tests.drain import drained
 
 
 async def partitions_of(http: aiohttp.ClientSession, worker: WorkerProcess) -> int:
@@ -46,7 +47,7 @@ async def test_status_is_routed_to_the_worker_that_owns_it(broker, redis_server,
             while not all([await partitions_of(http, w) for w in workers]):
                 assert time.monotonic() < deadline, "both workers never held partitions at once"
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(1)  # let the users fold in
+            await drained(settings)  # the users folded in
             nids = []
             for user in users:
                 body = {
