@@ -44,6 +44,13 @@ from tests.drain import drained
 
 IGNORED = {"ts", "trace_id", "provider_message_id", "not_before", "accepted_at"}
 MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
+# Scenarios with no retry waits, no expiry, no windows: what a stage does with each record and the
+# provider's answer. tests/test_replay_memory.py runs them in memory; tests/test_replay.py the rest.
+IN_MEMORY = (
+    "happy_path_per_channel", "batched_requests", "duplicate_idempotency_key", "missing_address",
+    "unknown_template", "permanent_failure", "poison_message", "poison_template",
+    "suppressed_apns", "suppressed_fcm", "suppressed_sms",
+)  # fmt: skip
 REJECTED_KEYS = ("channel", "address", "kind", "reason", "code")  # what a simulator refusal is compared on
 
 
@@ -70,6 +77,20 @@ class Scenario:
             elif "rejected" in line:
                 scenario.rejected.append(line["rejected"])
         return scenario
+
+
+def apply_to_simulator(step: dict[str, Any], sim: Any) -> None:
+    """A scenario's `fault` (injected) or `sim` (attributes set, dotted paths from the Simulator) step."""
+    if "fault" in step:
+        from clarion.providers.simulator import Fault
+
+        sim.state.faults.append(Fault(**step["fault"]))
+    for path, value in step.get("sim", {}).items():
+        *owners, name = path.split(".")
+        target = sim
+        for owner in owners:
+            target = getattr(target, owner)
+        setattr(target, name, value)
 
 
 def rejections(sim: Any) -> list[dict[str, Any]]:
@@ -175,17 +196,8 @@ class Replayer:
                         step = {**step, "value": {**step["value"], "expires_at": time.time() + step["expires_in_s"]}}
                     value = step["raw"].encode() if "raw" in step else orjson.dumps(step["value"])
                     await producer.send_and_wait(self.specs[step["input"]].topic, value=value, key=step["key"].encode())
-                elif "fault" in step:
-                    from clarion.providers.simulator import Fault
-
-                    self.sim.state.faults.append(Fault(**step["fault"]))
-                elif "sim" in step:
-                    for path, value in step["sim"].items():
-                        *owners, name = path.split(".")
-                        target = self.sim
-                        for owner in owners:
-                            target = getattr(target, owner)
-                        setattr(target, name, value)
+                elif "fault" in step or "sim" in step:
+                    apply_to_simulator(step, self.sim)
                 elif "barrier" in step:
                     await self.barrier(step["barrier"], live=True)
                 elif "tombstones" in step:

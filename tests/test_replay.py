@@ -1,4 +1,6 @@
-"""Topology replay: each tests/replay/*.jsonl scenario through a real worker and broker."""
+"""Topology replay: the tests/replay/*.jsonl scenarios that depend on the broker's timing (retries, expiry,
+windows, held channels), each through a real worker on the embedded broker; the rest run in memory
+(tests/test_replay_memory.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import test_settings
-from tests.replay_harness import Replayer, Scenario, canonical, rejections, resolve_settings
+from tests.replay_harness import IN_MEMORY, Replayer, Scenario, canonical, rejections, resolve_settings
 
 SPREAD = True  # each scenario starts its own worker: under xdist they run in any process
-SCENARIOS = sorted((Path(__file__).parent / "replay").glob("*.jsonl"))
+SCENARIOS = [p for p in sorted((Path(__file__).parent / "replay").glob("*.jsonl")) if p.stem not in IN_MEMORY]
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
