@@ -195,7 +195,6 @@ async def text(page: Page, selector: str) -> str:
 
 
 async def test_a_notification_sent_over_the_api_appears_on_the_dashboard(stack: Stack, tmp_path: Path) -> None:
-    started = time.monotonic()
     nid = await send(stack, ["email"])
     await stack.wait_status(nid, {"sent"})
     stack.sim.state.faults.append(Fault("sms", "transient", USER["phone"]))  # retries exhausted: a dead letter
@@ -275,7 +274,6 @@ async def test_a_notification_sent_over_the_api_appears_on_the_dashboard(stack: 
         png = await page.screenshot()
         assert page.errors == [], page.errors
     await asyncio.to_thread(_save, png)
-    assert time.monotonic() - started < 30
 
 
 def _save(png: bytes) -> None:

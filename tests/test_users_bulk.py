@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -76,10 +75,8 @@ async def test_lines_are_numbered_across_chunks_and_an_oversized_line_is_skipped
 
 async def test_valid_lines_are_accepted_and_reach_a_critical_notification(stack: Stack) -> None:
     rows = [user(n) for n in range(3000)]
-    started = time.monotonic()
     status, body = await bulk(stack, ndjson(*rows[:1500], b"", b"   ", *rows[1500:]))  # blank lines are skipped
     assert (status, body) == (200, {"accepted": 3000, "rejected": 0, "errors": []})
-    assert time.monotonic() - started < 30
     assert (await wait_delivered(stack, "bulk-2999", "email"))["address"] == "bulk-2999@example.com"
     assert (await wait_delivered(stack, "bulk-17", "sms"))["address"] == "+14155550017"
 
