@@ -116,7 +116,7 @@ class FcmAuth:
     """The simulator's Google: service-account keys it knows, access tokens it issued."""
 
     static_bearer: str = STATIC_BEARER  # "": only tokens from the token endpoint
-    token_lifetime_s: int = 3600
+    token_lifetime_s: float = 3600
     # expires_in told to clients (None: the lifetime); longer plays a client clock behind Google's
     reported_lifetime_s: int | None = None
     keys: dict[str, dict[str, rsa.RSAPublicKey]] = field(default_factory=dict)  # client_email -> key id -> key
