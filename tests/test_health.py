@@ -97,7 +97,11 @@ async def test_ready_is_503_while_the_broker_does_not_answer(redis_server: Any, 
                 status, body = await ready_status(http, url)
                 assert status == 200 and body["checks"]["producer"] == {"ok": True, "brokers": 1, "checked_s_ago": 0.0}
                 os.kill(own.proc.pid, signal.SIGSTOP)  # connections stay open, nothing answers
-                status, body = await ready_status(http, url)
+                # a metadata request answered just before the stop may still complete the next ask
+                for _ in range(3):
+                    status, body = await ready_status(http, url)
+                    if status == 503:
+                        break
                 assert status == 503 and body["ready"] is False, body
                 assert body["checks"]["producer"] == {
                     "ok": False, "error": "no broker answered a metadata request within 2 s", "checked_s_ago": 0.0}
