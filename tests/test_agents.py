@@ -24,6 +24,7 @@ from clarion.tables.status import decode_status
 from clarion.topology.app import create_app
 from clarion.topology.outbox import Outbox
 from clarion.topology.settings import Settings
+from tests.memory_pipeline import NoBroker
 
 USER = UserProfile(client_id="c", user_id="u1", phone="+14155550100")
 TEMPLATE = TemplateVersion(client_id="c", template_id="w", version=1, sms_body="Hi {{ name }}")
@@ -78,19 +79,6 @@ class RecordingOutbox(Outbox):
 
 class Seen(msgspec.Struct):
     offset: int = 0
-
-
-class NoBroker:
-    """BrokerOffsets for a test context: every partition is empty and caught up."""
-
-    async def end_offsets(self, tps: Any) -> dict[Any, int]:
-        return dict.fromkeys(tps, 0)
-
-    async def committed(self, group: str, tps: Any) -> dict[Any, int]:
-        return {}
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
