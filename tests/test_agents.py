@@ -32,7 +32,7 @@ MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
 
 
 class Recorder(list):
-    """Stands in for Topology.send_record; decodes what each catalog topic received."""
+    """Stands in for Emitters.send_record; decodes what each catalog topic received."""
 
     def __init__(self, topo: Any) -> None:
         super().__init__()

@@ -37,7 +37,7 @@ SOURCE = "feedback"
 
 @dataclass(frozen=True)
 class _Source:
-    """What Topology.outcome needs to know about the notification a feedback item is about."""
+    """What Emitters.outcome needs to know about the notification a feedback item is about."""
 
     notification_id: str
     client_id: str
