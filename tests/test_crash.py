@@ -85,14 +85,14 @@ async def test_sigkill_mid_flight_loses_nothing_and_sends_nothing_twice(broker, 
             logs.append(tmp_path / f"killed-{n}.log")
             worker = WorkerProcess(settings, logs[-1]).start()
             try:
-                await until(lambda k=kill_at: len(delivered) >= k, 90, f"wave {n}: not {kill_at} delivered")
+                await until(lambda k=kill_at: len(delivered) >= k, 240, f"wave {n}: not {kill_at} delivered")
             finally:
                 os.kill(worker.proc.pid, signal.SIGKILL)
                 worker.proc.wait()
         logs.append(tmp_path / "last.log")
         worker = WorkerProcess(settings, logs[-1]).start()
         try:
-            await until(lambda: len(delivered) >= len(expected), 90, f"only {len(delivered)} of {len(expected)}")
+            await until(lambda: len(delivered) >= len(expected), 240, f"only {len(delivered)} of {len(expected)}")
             # the outcomes of what the killed workers' senders settled come from the replay: once the
             # worker has drained every input, they are all on the outcomes topic
             got = await replayer.collect(Scenario(steps=[]))
