@@ -229,7 +229,7 @@ async def delivering(wired, simulator):
     from dataclasses import replace
 
     pointed = replace(topo.declared.settings, twilio_url=url, twilio_auth_token=sim.twilio_auth_token)
-    topo.declared.settings = topo.resources.settings = pointed
+    topo.declared.settings = pointed
     topo.resources._ledger = LocalLedger(60)
     topo.resources.templates.add(TEMPLATE)
     topo.resources.templates.ready.set()

@@ -40,16 +40,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 module = node.module or ""
             # `from pkg import sub` imports pkg/__init__ and, if sub is a module, the module
             targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
-            if f"{module}.{node.names[0].name}" in known and not (module in known and _is_package(known, module)):
-                targets = targets[1:]
         else:
             continue
         found |= {t for t in targets if t in known and t != name}
     return found
-
-
-def _is_package(known: set[str], module: str) -> bool:
-    return any(other.startswith(module + ".") for other in known)
 
 
 @functools.cache

@@ -29,9 +29,6 @@ from clarion.schemas.codec import decode as decode_record
 from clarion.schemas.codec import encode as encode_record
 from clarion.schemas.records import UserProfile
 
-# (channel, a fragment of the provider's permanent-failure reason) that suppress the address
-SUPPRESSING = tuple((name, fragment) for name, spec in REGISTRY.items() for fragment in spec.suppress_on)
-
 # Twilio ErrorCodes in a status callback (undelivered/failed) that mean the number is gone for good:
 # 21610 the recipient replied STOP; 30004 blocked (opted out, or the carrier blocks it for this
 # recipient); 30005 unknown or inactive number; 30006 a landline or unreachable carrier. Not here
@@ -39,7 +36,6 @@ SUPPRESSING = tuple((name, fragment) for name, spec in REGISTRY.items() for frag
 # 30008 unknown error, 30034 unregistered sender.
 SMS_GONE = frozenset({"21610", "30004", "30005", "30006"})
 
-PUSH = PUSH_CHANNELS  # channels whose suppressed addresses (device tokens) are removed from the profile
 
 Suppressions = dict[str, str]  # "channel|address" -> the reason
 
@@ -50,7 +46,8 @@ def entry(channel: str, address: str) -> str:
 
 def suppresses(channel: str, reason: str) -> bool:
     """Whether a permanent failure on `channel` with `reason` means: never send to this address again."""
-    return any(ch == channel and fragment in reason for ch, fragment in SUPPRESSING)
+    spec = REGISTRY.get(channel)  # its suppress_on: fragments of a permanent failure's reason
+    return spec is not None and any(fragment in reason for fragment in spec.suppress_on)
 
 
 def feedback_suppresses(channel: str, status: str, reason: str | None) -> bool:
@@ -96,7 +93,7 @@ class SuppressionBook:
         entries = self.of(partition, user_key)
         entries[entry(channel, address)] = reason
         self.writer.set(partition, user_key.encode(), encode(entries))
-        if channel in PUSH and self.users is not None:
+        if channel in PUSH_CHANNELS and self.users is not None:  # a dead device token leaves the profile
             self.drop_token(partition, user_key, channel, address)
 
     def drop_token(self, partition: int, user_key: str, channel: str, token: str) -> bool:

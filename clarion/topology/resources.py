@@ -21,6 +21,7 @@ from clarion.tables.users_progress import UsersProgress
 from clarion.topology.declared import Declared
 from clarion.topology.emitters import Emitters
 from clarion.topology.offsets import BrokerOffsets
+from clarion.topology.settings import Settings
 
 
 class Resources:
@@ -28,7 +29,7 @@ class Resources:
 
     def __init__(self, declared: Declared, emit: Emitters, clock: Callable[[], float]) -> None:
         settings, specs = declared.settings, declared.specs
-        self.settings = settings
+        self.declared = declared
         self.clock = clock
         servers, quirks = settings.bootstrap_servers, settings.broker_quirks
         self.controls = CampaignControls(servers, specs["promo.controls"].topic, quirks)
@@ -44,6 +45,10 @@ class Resources:
         self._clients: dict[str, ProviderClient] | None = None
         self._ledger: DeliveryLedger | None = None
         self._dispatcher: Dispatcher | SenderProcess | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.declared.settings  # one copy: a test that points the settings elsewhere changes both
 
     @property
     def clients(self) -> dict[str, ProviderClient]:
