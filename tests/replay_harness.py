@@ -16,6 +16,11 @@ A scenario is JSON lines, applied in order:
   {"receipt": {"channel": ..., "address": ..., "nid": ..., "did": ...}}   an expected delivery
   {"rejected": {"channel": ..., "address": ..., "kind": ..., "reason"?: ..., "code"?: ...}}   an expected
       simulator refusal; when a scenario lists any, the refusals are compared exactly too (REJECTED_KEYS)
+A scenario runs on a worker of its own (`through_worker`) or on one that other scenarios share
+(`on_worker`): then its replayer's `tag` prefixes every client id, notification id and input key it
+feeds (so no table, ledger or idempotency key of one scenario is another's), its barriers count only
+its own keys, its outputs are read from where the output topics ended when it started, and the tag
+is taken off again before comparing.
 Outputs are read once the worker has drained (its group committed every topic a stage consumes to
 its end) and up to the output topics' end offsets, then compared exactly, as multisets, after
 dropping timestamps and trace ids: a missing or an extra record fails. Expected records may omit
@@ -45,13 +50,18 @@ from tests.drain import drained
 IGNORED = {"ts", "trace_id", "provider_message_id", "not_before", "accepted_at"}
 MODELS = {"outcomes": Outcome, "dlq": DeadLetter}
 # Scenarios with no retry waits, no expiry, no windows: what a stage does with each record and the
-# provider's answer. tests/test_replay_memory.py runs them in memory; tests/test_replay.py the rest.
+# provider's answer. tests/test_replay_memory.py runs them in memory; the rest (SCENARIOS) run on the
+# broker: tests/test_replay.py on one shared worker, test_replay_own_worker.py on a worker each.
 IN_MEMORY = (
     "happy_path_per_channel", "batched_requests", "duplicate_idempotency_key", "missing_address",
     "unknown_template", "permanent_failure", "poison_message", "poison_template",
     "suppressed_apns", "suppressed_fcm", "suppressed_sms",
 )  # fmt: skip
+SCENARIOS = [p for p in sorted((Path(__file__).parent / "replay").glob("*.jsonl")) if p.stem not in IN_MEMORY]
 REJECTED_KEYS = ("channel", "address", "kind", "reason", "code")  # what a simulator refusal is compared on
+RECEIPT_KEYS = ("channel", "address", "nid", "did")  # what a simulator delivery is compared on
+TAGGED = ("client_id", "notification_id", "delivery_id")  # the ids a shared worker's scenarios keep apart
+UNTAGGED = (*TAGGED, "key")  # what the tag is taken off in outputs (a dead letter's record key too)
 
 
 @dataclass
@@ -149,12 +159,15 @@ async def changelog_state(bootstrap: str, topic: str) -> dict[bytes, bytes | Non
 
 
 class Replayer:
-    def __init__(self, settings: Settings, sim: Any) -> None:
+    def __init__(self, settings: Settings, sim: Any, tag: str = "") -> None:
         self.settings = settings
         self.sim = sim
         self.specs = catalog(settings)
         self.bootstrap = settings.bootstrap_servers
         self.keys: dict[str, str] = {}  # client -> an API key to read its templates from the worker
+        self.tag = tag  # prefixed to the ids this replayer feeds (see the module's docstring)
+        self.outputs = [TopicPartition(self.specs[name].topic, p) for name in MODELS
+                        for p in range(self.specs[name].partitions)]  # fmt: skip
 
     async def prepare(self) -> None:
         await ensure_topics(self.bootstrap, list(self.specs.values()))
@@ -184,12 +197,45 @@ class Replayer:
         finally:
             worker.stop()
 
+    async def on_worker(self, scenario: Scenario) -> dict[str, list[dict[str, Any]]]:
+        """Feed the scenario to the running worker these settings name, and collect what it adds."""
+        since = await self.output_ends()
+        await self.feed(scenario)
+        return await self.collect(scenario, since)
+
+    def tagged(self, step: dict[str, Any]) -> dict[str, Any]:
+        """An input step in this replayer's namespace: its key and TAGGED ids prefixed with the tag."""
+        if not self.tag:
+            return step
+        out = {**step, "key": self.tag + step["key"]}
+        if "value" in step:
+            out["value"] = {k: self.tag + v if k in TAGGED and isinstance(v, str) else v
+                            for k, v in step["value"].items()}  # fmt: skip
+        return out
+
+    def untagged(self, record: dict[str, Any], names: tuple[str, ...] = UNTAGGED) -> dict[str, Any]:
+        """A record with the tag taken off its `names` fields (a dead letter's payload too)."""
+        out = {k: v.removeprefix(self.tag) if k in names and isinstance(v, str) else v for k, v in record.items()}
+        if isinstance(out.get("payload"), dict):
+            out["payload"] = self.untagged(out["payload"], names)
+        return out
+
+    def _mine(self, key: bytes | None) -> bool:
+        """Whether a changelog key (a JSON string or raw bytes) is one this replayer fed."""
+        return not self.tag or (key or b"").lstrip(b'"').startswith(self.tag.encode())
+
+    def receipts(self) -> list[dict[str, Any]]:
+        """The simulator's accepted deliveries, reduced to RECEIPT_KEYS and untagged."""
+        rows = [{k: d.get(k) for k in RECEIPT_KEYS} for d in self.sim.state.deliveries]
+        return [self.untagged(row, ("nid", "did")) for row in rows]
+
     async def feed(self, scenario: Scenario) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         await producer.start()
         try:
             for step in scenario.steps:
                 if "input" in step:
+                    step = self.tagged(step)
                     if step["input"] == "templates":
                         await self.key_for(step["value"]["client_id"])
                     if "expires_in_s" in step:
@@ -217,10 +263,10 @@ class Replayer:
                     have = len(self.sim.state.deliveries)
                 elif table == "suppressed_addresses":  # one key per user, one entry per address
                     state = await changelog_state(self.bootstrap, f"{self.settings.app_id}-suppressed-changelog")
-                    have = sum(len(orjson.loads(value)) for value in state.values() if value is not None)
+                    have = sum(len(orjson.loads(v)) for k, v in state.items() if v is not None and self._mine(k))
                 else:
                     state = await changelog_state(self.bootstrap, topic)
-                    have = sum((value is not None) == live for value in state.values())
+                    have = sum((v is not None) == live for k, v in state.items() if self._mine(k))
                 if have >= want:
                     break
                 if time.monotonic() > deadline:
@@ -246,23 +292,31 @@ class Replayer:
             record["source_topic"] = record["source_topic"].removeprefix(self.settings.topic_prefix + ".")
         return record
 
-    async def collect(self, scenario: Scenario) -> dict[str, list[dict[str, Any]]]:
-        """Once the worker has drained (tests/drain.py), every outcome and dead letter, read to the end offsets."""
-        await drained(self.settings)
-        specs = [self.specs[name] for name in MODELS]
-        parts = [TopicPartition(spec.topic, p) for spec in specs for p in range(spec.partitions)]
-        names = {self.specs[name].topic: name for name in MODELS}
+    async def output_ends(self) -> dict[TopicPartition, int]:
+        """Where the output topics end now."""
         offsets = BrokerOffsets(self.settings)
         try:
-            ends = await offsets.end_offsets(parts)
+            return await offsets.end_offsets(self.outputs)
         finally:
             await offsets.close()
+
+    async def collect(
+        self, scenario: Scenario, since: dict[TopicPartition, int] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Once the worker has drained (tests/drain.py), every outcome and dead letter from `since`
+        (default: the topics' beginnings) to the end offsets, untagged."""
+        await drained(self.settings)
+        parts = self.outputs
+        names = {self.specs[name].topic: name for name in MODELS}
+        ends = await self.output_ends()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         got: dict[str, list[dict[str, Any]]] = {name: [] for name in MODELS}
         try:
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
+            for tp, offset in (since or {}).items():
+                consumer.seek(tp, offset)
             deadline = time.monotonic() + 30
             while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
                 if time.monotonic() > deadline:
@@ -273,7 +327,20 @@ class Replayer:
                             continue
                         value = orjson.loads(record.value)  # one record, or a batch of them
                         for item in value if isinstance(value, list) else [value]:
-                            got[names[tp.topic]].append(self._strip_prefix(normalize(names[tp.topic], item)))
+                            normalized = self._strip_prefix(normalize(names[tp.topic], item))
+                            got[names[tp.topic]].append(self.untagged(normalized))
             return got
         finally:
             await consumer.stop()
+
+
+def assert_replayed(scenario: Scenario, got: dict[str, list[dict[str, Any]]], replayer: Replayer, log: Path) -> None:
+    """Outputs, deliveries and (when the scenario lists them) refusals exactly as the scenario expects."""
+    log_tail = "\n".join(log.read_text().splitlines()[-30:])
+    for name in ("outcomes", "dlq"):
+        have, want = canonical(got[name]), canonical(scenario.expected[name])
+        extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+        assert have == want, f"{name}: extra {extra}, missing {missing}\n{log_tail}"
+    assert canonical(replayer.receipts()) == canonical(scenario.receipts)
+    if scenario.rejected:  # the simulator's refusals: the exact number of calls it turned away
+        assert canonical(rejections(replayer.sim)) == canonical(scenario.rejected)

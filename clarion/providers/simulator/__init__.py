@@ -138,9 +138,7 @@ class Simulator:
         return _json(200, {"deliveries": rows, "rejected": self.state.rejected})
 
     async def reset(self, request: web.Request) -> web.Response:
-        self.state.deliveries.clear()
-        self.state.rejected.clear()
-        self.state.faults.clear()
+        self.state.clear()
         return _json(200, {"ok": True})
 
     async def add_fault(self, request: web.Request) -> web.Response:

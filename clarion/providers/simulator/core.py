@@ -49,6 +49,12 @@ class SimulatorState:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     seq: Any = field(default_factory=itertools.count)
 
+    def clear(self) -> None:
+        """Forget the faults, deliveries and refusals (credentials the simulator issued stay valid)."""
+        self.faults.clear()
+        self.deliveries.clear()
+        self.rejected.clear()
+
     def fault_for(self, channel: str, address: str) -> Fault | None:
         for fault in self.faults:
             if fault.channel == channel and fault.address in ("*", address) and fault.times != 0:
