@@ -24,6 +24,7 @@ from clarion.tables.status import fold
 from clarion.tables.suppression import feedback_suppresses
 from clarion.topology.embedded import free_port
 from tests.api_stack import Stack, api_stack_fixture
+from tests.drain import drained
 
 on_stack = pytest.mark.asyncio(loop_scope="module")
 SHARED_ID, SHARED_SECRET = "webhooks_sharedkey_01JSIMULATOR0000000000000", "shared-key-secret="
@@ -136,8 +137,14 @@ async def test_sns_signatures_v1_and_v2_verify_and_the_certificate_is_fetched_on
 async def test_a_tampered_sns_message_is_refused() -> None:
     certs = certificates([])
     message = signed({"Message": '{"eventType":"Delivery"}'})
-    changes = [{"Message": '{"eventType":"Bounce"}'}, {"TopicArn": "arn:aws:sns:us-east-1:1:other"},
-               {"SignatureVersion": "2"}, {"Signature": "not base64!"}, {"Signature": None}, {"Type": "Other"}]
+    changes = [
+        {"Message": '{"eventType":"Bounce"}'},
+        {"TopicArn": "arn:aws:sns:us-east-1:1:other"},
+        {"SignatureVersion": "2"},
+        {"Signature": "not base64!"},
+        {"Signature": None},
+        {"Type": "Other"},
+    ]
     for change in changes:
         with pytest.raises(sns.Rejected):
             await sns.verify({**message, **change}, certs)
@@ -185,6 +192,48 @@ def test_emails_name_the_configuration_set_whose_events_carry_the_tags_back() ->
 
     assert payload("clarion-events")["ConfigurationSetName"] == "clarion-events"
     assert "ConfigurationSetName" not in payload()
+
+
+def test_a_campaigns_provider_metadata_names_its_user_and_comes_back_on_its_feedback() -> None:
+    """A campaign's execution has no status entry: its SES tags and Twilio callback URL carry client,
+    campaign and user, and the feedback parsed from what comes back names them; a critical message's don't."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from clarion.feedback import campaign_owner
+    from clarion.providers.base import OutboundMessage
+    from clarion.providers.ses import AwsCredentials, SesClient, StaticCredentials
+    from clarion.providers.twilio import TwilioClient
+    from clarion.tables.templates import Rendered
+
+    content = Rendered(subject="s", text="t", body="b")
+    promo = OutboundMessage("n1_ab.sms.0", "n1_ab", "+14155550100", content, campaign="acme/spring:2", user_id="u@1")
+    critical = OutboundMessage("n1_cd.sms.0", "n1_cd", "+14155550100", content)
+    sms = TwilioClient("http://x", "AC1", "tok", "+14155550199", "https://hooks.example.com/webhooks/twilio?t=1", 5)
+
+    def callback(message: OutboundMessage) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(parse_qs(sms.form(message).decode())["StatusCallback"][0]).query)
+
+    query = callback(promo)
+    assert {k: v[0] for k, v in query.items()} == {"t": "1", "nid": "n1_ab", "did": "n1_ab.sms.0", "client": "acme",
+                                                   "campaign": "spring:2", "user": "u@1"}  # fmt: skip
+    assert set(callback(critical)) == {"t", "nid", "did"}
+    owner = campaign_owner(*(query[name][0] for name in ("client", "campaign", "user")))
+    item = twilio.feedback_from(
+        "n1_ab", "n1_ab.sms.0", {"MessageStatus": "undelivered", "ErrorCode": "30005"}, owner=owner
+    )
+    assert (item.client_id, item.user_id, item.campaign) == ("acme", "u@1", "acme/spring:2")
+
+    email = SesClient("http://x", "us-east-1", StaticCredentials(AwsCredentials("k", "s")), "a@b.co", 5)
+    for message, owned in ((promo, True), (critical, False)):
+        tags = {t["Name"]: [t["Value"]] for t in orjson.loads(email.payload(message))["EmailTags"]}
+        bounce = {"eventType": "Bounce", "mail": {"tags": tags}, "bounce": {"bounceType": "Permanent",
+                  "bouncedRecipients": [{"emailAddress": "x@y.com"}]}}  # fmt: skip
+        (item,) = ses_events.feedback_from(bounce)
+        assert (item.client_id, item.user_id, item.campaign) == (("acme", "u@1", "acme/spring:2") if owned else
+                                                                 ("", "", ""))  # fmt: skip
+    # what does not spell three well-formed ids names nobody
+    assert campaign_owner("acme", "spring", "") == {} and campaign_owner("acme", "spring", "a/b") == {}
+    assert campaign_owner("acme", "..", "u1") == {}
 
 
 # --- the status fold -------------------------------------------------------------------------
@@ -294,6 +343,41 @@ async def test_complaint_suppresses_the_address(feedback_stack: Stack) -> None:
     assert doc["failures"]["email"].startswith("suppressed: complained")
 
 
+@on_stack
+async def test_a_campaigns_bounce_and_gone_number_suppress_its_users_addresses(feedback_stack: Stack) -> None:
+    """Feedback on a campaign's executions (no status entry) finds their users by what the provider
+    carried back: a promo-lane outcome each, and the addresses suppressed for later notifications."""
+    s = feedback_stack
+    template = {"template_id": "news", "version": 1, "email_subject": "News", "email_text": "News", "sms_body": "News"}
+    assert (await s.call("POST", "/template", template))[0] == 201
+    users = [{"user_id": "promo-bouncer", "email": "bounce+promo@simulator.amazonses.com"},
+             {"user_id": "promo-gone", "phone": "+15005550010"}]  # fmt: skip
+    for user in users:
+        assert (await s.call("POST", "/users", user))[0] == 202
+    await drained(s.settings)  # the users are in the table the campaign expands from
+    campaign = {"campaign_id": "news-1", "template_id": "news", "channels": ["email", "sms"],
+                "audience": {"user_ids": [u["user_id"] for u in users]}}  # fmt: skip
+    assert (await s.call("POST", "/promo", campaign))[0] == 202
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = await s.call("GET", "/ui/api/suppressed")
+        assert status == 200, body
+        held = {(row["user_id"], e["channel"]): e["reason"] for row in body["rows"] for e in row["entries"]}
+        if {("promo-bouncer", "email"), ("promo-gone", "sms")} <= held.keys():
+            break
+        assert time.monotonic() < deadline, f"campaign feedback never suppressed: {held}"
+        await asyncio.sleep(0.2)
+    assert held[("promo-bouncer", "email")].startswith("bounced: Permanent/General")
+    assert held[("promo-gone", "sms")] == "undelivered: 30005 undelivered"
+    status, body = await s.call("GET", "/ui/api/outcomes?lane=promo&limit=500")
+    told = {(row["user_id"], row["channel"], row["status"]) for row in body["outcomes"]}
+    assert {("promo-bouncer", "email", "bounced"), ("promo-gone", "sms", "undelivered")} <= told
+    for user, channel in (("promo-bouncer", "email"), ("promo-gone", "sms")):
+        doc = await s.wait_status(await send(s, {**next(u for u in users if u["user_id"] == user)}, [channel]),
+                                  {"failed", "sent", "delivered"})  # fmt: skip
+        assert doc["failures"][channel].startswith("suppressed: "), doc
+
+
 # --- the webhooks over HTTP: what they refuse ---------------------------------------------------
 async def post(s: Stack, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
     async with s.http.post(s.url + path, data=body, headers=headers) as resp:
@@ -397,7 +481,8 @@ async def test_sns_subscription_is_confirmed_by_visiting_its_subscribe_url_on_sn
         assert [c["token"] for c in callbacks.confirmations[before:]] == [visit["token"], again["Token"]]
         # a token SNS did not issue for the topic: SNS refuses it, and clarion says it is not confirmed
         forged_token = callbacks.subscription_confirmation(
-            s.sim, subscribe_url=f"{s.sim.url}/?Action=ConfirmSubscription&TopicArn={SNS_TOPIC_ARN}&Token=bad")
+            s.sim, subscribe_url=f"{s.sim.url}/?Action=ConfirmSubscription&TopicArn={SNS_TOPIC_ARN}&Token=bad"
+        )
         assert await post(s, "/webhooks/ses", orjson.dumps(forged_token), sns_json) == (200, {"confirmed": False})
         assert callbacks.confirmations[-1] == {"topic": SNS_TOPIC_ARN, "token": "bad", "confirmed": False}
         visits = len(callbacks.confirmations)

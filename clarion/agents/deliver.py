@@ -129,7 +129,7 @@ async def deliver_batch(topo: Topology, parts: Sequence[Part[DeliveryTask]], out
 
 def _order(task: DeliveryTask, content: Any, last_attempt: bool) -> Order:
     return order_for(task.lane, task.channel, task.delivery_id, task.notification_id, task.address, content,
-                     last_attempt, task.trace_id, task.expires_at, task.campaign)  # fmt: skip
+                     last_attempt, task.trace_id, task.expires_at, task.campaign, task.user_id)  # fmt: skip
 
 
 def _campaign_allows(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from clarion.feedback import campaign_owner
 from clarion.providers.ses import decode_tag
 from clarion.schemas.records import Feedback
 
@@ -35,6 +36,13 @@ def _tag(tags: Any, name: str) -> str:
         raise NotOurs(f"the {name} tag is not one clarion made") from None
 
 
+def _optional_tag(tags: Any, name: str) -> str:
+    try:
+        return _tag(tags, name)
+    except NotOurs:
+        return ""
+
+
 def _recipients(section: dict[str, Any], key: str) -> list[dict[str, Any]]:
     items = section.get(key)
     if not isinstance(items, list):
@@ -53,11 +61,12 @@ def feedback_from(event: Any, now: float | None = None) -> list[Feedback]:
     nid, did = _tag(mail.get("tags"), "clarion_nid"), _tag(mail.get("tags"), "clarion_did")
     message_id = mail.get("messageId") if isinstance(mail.get("messageId"), str) else None
     ts = time.time() if now is None else now
+    owner = campaign_owner(*(_optional_tag(mail.get("tags"), f"clarion_{n}") for n in ("client", "campaign", "user")))
 
     def item(status: str, address: str, reason: str | None) -> Feedback:
         return Feedback(notification_id=nid, delivery_id=did, channel="email", status=status,  # type: ignore[arg-type]
                         reason=reason[:500] if reason else None, provider_message_id=(message_id or "")[:128] or None,
-                        address=address[:320], ts=ts)  # fmt: skip
+                        address=address[:320], ts=ts, **owner)  # fmt: skip
 
     if kind == "Bounce":
         bounce = event.get("bounce") if isinstance(event.get("bounce"), dict) else {}

@@ -80,8 +80,11 @@ def valid_signature(
 FINAL = {"delivered": "delivered", "undelivered": "undelivered", "failed": "undelivered"}
 
 
-def feedback_from(nid: str, did: str, params: dict[str, str], now: float | None = None) -> Feedback | None:
-    """The Feedback a callback carries, or None when its MessageStatus is not final."""
+def feedback_from(
+    nid: str, did: str, params: dict[str, str], now: float | None = None, owner: dict[str, str] | None = None
+) -> Feedback | None:
+    """The Feedback a callback carries, or None when its MessageStatus is not final (`owner`: a campaign's
+    execution's client, user and campaign, from its callback URL: feedback.campaign_owner)."""
     status = params.get("MessageStatus") or params.get("SmsStatus") or ""
     mapped = FINAL.get(status)
     if mapped is None:
@@ -97,4 +100,5 @@ def feedback_from(nid: str, did: str, params: dict[str, str], now: float | None 
         provider_message_id=(params.get("MessageSid") or params.get("SmsSid") or "")[:64] or None,
         address=params.get("To", "")[:64],
         ts=time.time() if now is None else now,
+        **(owner or {}),
     )

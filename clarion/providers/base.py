@@ -25,6 +25,10 @@ class OutboundMessage:
     content: Rendered
     trace_id: str = ""
     expires_at: float | None = None  # epoch seconds after which the message is worthless (APNs apns-expiration)
+    # A campaign's execution has no status entry to find its user by, so the provider's metadata
+    # (SES tags, Twilio's callback URL) carries them back to the feedback stage: client/campaign_id, user id.
+    campaign: str = ""
+    user_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,4 +148,3 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     if when.tzinfo is None:  # an HTTP-date is always GMT
         when = when.replace(tzinfo=UTC)
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-

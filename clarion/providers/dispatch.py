@@ -71,12 +71,12 @@ class Order(msgspec.Struct, array_like=True):
     body: str | None = None
     expires_at: float | None = None  # new fields go last, with a default: older frames still decode
     campaign: str = ""  # client/campaign_id: its counters count this delivery once it is final
+    user_id: str = ""  # a campaign's: whose address it is, for the provider's feedback
 
     def message(self) -> OutboundMessage:
         content = Rendered(subject=self.subject, text=self.text, html=self.html, title=self.title, body=self.body)
-        return OutboundMessage(
-            self.delivery_id, self.notification_id, self.address, content, self.trace_id, self.expires_at
-        )
+        return OutboundMessage(self.delivery_id, self.notification_id, self.address, content, self.trace_id,
+                               self.expires_at, self.campaign, self.user_id)  # fmt: skip
 
 
 class Reply(msgspec.Struct, array_like=True):
@@ -109,11 +109,11 @@ class Reply(msgspec.Struct, array_like=True):
 
 def order_for(
     lane: str, channel: str, delivery_id: str, notification_id: str, address: str, content: Rendered,
-    last_attempt: bool, trace_id: str = "", expires_at: float | None = None, campaign: str = "",
+    last_attempt: bool, trace_id: str = "", expires_at: float | None = None, campaign: str = "", user_id: str = "",
 ) -> Order:  # fmt: skip
     return Order(lane, channel, delivery_id, notification_id, address, last_attempt, trace_id,
                  content.subject, content.text, content.html, content.title, content.body, expires_at,
-                 campaign)  # fmt: skip
+                 campaign, user_id if campaign else "")  # fmt: skip
 
 
 def reply_for(result: SendResult, call_s: float = 0.0, account: str = "") -> Reply:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 from clarion.providers.base import Delivered, HttpProvider, OutboundMessage, SendResult, TransientFailure
 from clarion.providers.errors import ANY, Failure, failure, lookup
@@ -75,8 +75,12 @@ class TwilioClient(HttpProvider):
         """The urlencoded Messages.json form for `message`."""
         form = f"To={quote_plus(message.address)}{self._sender}&Body={quote_plus(message.content.body or '')}"
         if self._callback:
-            ids = quote_plus(f"{message.notification_id}&did={message.delivery_id}")
-            form += f"&StatusCallback={self._callback}{ids}"
+            ids = f"{message.notification_id}&did={message.delivery_id}"
+            if message.campaign:  # it has no status entry: the callback names whose message it was
+                client_id, _, campaign_id = message.campaign.partition("/")
+                ids += f"&client={quote(client_id, safe='')}&campaign={quote(campaign_id, safe='')}"
+                ids += f"&user={quote(message.user_id, safe='')}"
+            form += f"&StatusCallback={self._callback}{quote_plus(ids)}"
         return form.encode()
 
     async def send(self, message: OutboundMessage) -> SendResult:

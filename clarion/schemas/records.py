@@ -111,8 +111,9 @@ class Feedback(_Record):
     provider_message_id: str | None = None
     address: str = ""  # the recipient the provider names (what suppression records)
     ts: float = 0.0
-    client_id: str = ""  # rejected: whose address it is (a campaign's execution has no status entry)
+    client_id: str = ""  # rejected, or a campaign's: whose address it is (an execution has no status entry)
     user_id: str = ""
+    campaign: str = ""  # client/campaign_id when the provider reported on a campaign's execution
 
 
 class DeadLetter(_Record):

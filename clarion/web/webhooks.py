@@ -23,8 +23,8 @@ import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from clarion.feedback import campaign_owner, sns, twilio
 from clarion.feedback import ses as ses_events
-from clarion.feedback import sns, twilio
 from clarion.logs import event
 from clarion.schemas.codec import encode
 from clarion.schemas.records import Feedback
@@ -101,7 +101,8 @@ async def twilio_webhook(request: web.Request) -> web.Response:
         return json_response(403, {"error": "invalid X-Twilio-Signature", "errors": [
             {"field": "X-Twilio-Signature", "error": "not Twilio's signature of this URL and body"}]})  # fmt: skip
     nid, did = request.query.get("nid", ""), request.query.get("did", "")
-    item = twilio.feedback_from(nid, did, dict(params))
+    owner = campaign_owner(*(request.query.get(name, "") for name in ("client", "campaign", "user")))
+    item = twilio.feedback_from(nid, did, dict(params), owner=owner)
     if item is None:
         return json_response(200, {"ignored": "not a final status"})
     produced = await _produce(request, item)
