@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.lanes:
             os.environ["CLARION_LANES"] = args.lanes
+        logging.config.dictConfig(LOGGING_CONFIG)
+        if not asyncio.run(_broker_answered(Settings.from_env())):
+            return  # stopped while waiting
         os.execvp(sys.executable, [sys.executable, *WORKER_ARGS])
     if args.command == "topics":
         print_catalog(Settings.from_env())
@@ -100,6 +103,31 @@ def main(argv: list[str] | None = None) -> None:
 
 
 SETTINGS_NOTE = "Settings come from CLARION_* environment variables (README: Configuration; topology/settings.py)."
+
+
+async def _broker_answered(settings: Settings) -> bool:
+    """Wait until the broker answers (its topics ensured); False when SIGINT or SIGTERM came first.
+
+    faust gives up at once on a broker it cannot reach; a worker started before its broker waits, as the API does.
+    """
+    import signal
+
+    from clarion.topology.admin import ensure_topics_when_reachable
+    from clarion.topology.catalog import catalog
+
+    specs = list(catalog(settings).values())
+    waiting = asyncio.ensure_future(ensure_topics_when_reachable(settings.bootstrap_servers, specs))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, waiting.cancel)
+    try:
+        await waiting
+        return True
+    except asyncio.CancelledError:
+        return False
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _describe_subcommands(parser: argparse.ArgumentParser) -> None:

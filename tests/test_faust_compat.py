@@ -126,3 +126,41 @@ def test_no_module_but_faust_compat_reaches_into_faust_or_aiokafka_internals() -
         if name in path.read_text()
     ]
     assert not found, found
+
+
+def test_aiokafkas_fetcher_close_is_the_one_the_patch_replaces() -> None:
+    """faust_compat.patch_fetcher_close repeats aiokafka's close but for how it awaits cancelled tasks."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    faust_compat.patch_fetcher_close()
+    faust_compat.patch_fetcher_close()  # twice: still aiokafka's own underneath
+    original = Fetcher.close._clarion_original
+    assert not hasattr(original, "_clarion_original")
+    source = inspect.getsource(original)
+    for line in ("self._fetch_task.cancel()", "self._fetch_waiters", "self._notify(waiter)", "self._pending_tasks",
+                 faust_compat.FETCHER_CLOSE_AWAITS):  # fmt: skip
+        assert line in source, f"aiokafka's Fetcher.close no longer has {line!r}: read it again"
+
+
+async def test_a_fetcher_closed_with_a_fetch_sleeping_between_retries_closes_quietly() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    faust_compat.patch_fetcher_close()
+
+    class Stub:  # what close reads of a Fetcher
+        _closed = False
+        _fetch_waiters: set[asyncio.Future[None]] = set()
+        _notify = Fetcher._notify
+
+    stub = Stub()
+    stub._fetch_task = asyncio.ensure_future(asyncio.sleep(60))
+    waiter = asyncio.get_running_loop().create_future()
+    stub._fetch_waiters = {waiter}
+    stub._pending_tasks = {asyncio.ensure_future(asyncio.sleep(60)) for _ in range(2)}
+    await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):  # aiokafka's own close: what crashed a stopping worker
+        await Fetcher.close._clarion_original(stub)
+    stub._pending_tasks = {asyncio.ensure_future(asyncio.sleep(60)) for _ in range(2)}
+    await asyncio.sleep(0)
+    await Fetcher.close(stub)
+    assert stub._closed and waiter.done() and all(task.cancelled() for task in stub._pending_tasks)

@@ -7,7 +7,7 @@ import socket
 import faust
 
 from clarion.logs import LOGGING_CONFIG
-from clarion.topology import fetching, tansu
+from clarion.topology import faust_compat, fetching, tansu
 from clarion.topology.settings import Settings, group_id
 from clarion.topology.topology import Topology
 from clarion.topology.wiring import wire
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> tuple[faust.App, Topology]:
     )
     fetching.install(s)
     tansu.install(s)
+    faust_compat.patch_fetcher_close()
     topo = wire(app, s)
 
     return app, topo

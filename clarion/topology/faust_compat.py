@@ -9,6 +9,7 @@ there, naming it, and not in a worker under load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +39,38 @@ def patch_thread_method(name: str, replacement: Callable[..., Any]) -> None:
     """Replace the consumer thread's `name`, keeping faust's own for `original_thread_method`."""
     replacement._clarion_original = original_thread_method(name)  # type: ignore[attr-defined]
     setattr(consumer_thread(), name, replacement)
+
+
+# aiokafka's Fetcher.close cancels its pending fetch tasks and then awaits each, so the CancelledError
+# one ends with escapes consumer.stop(): a worker stopped while its broker is away (a fetch task is
+# sleeping between retries) crashed on the way out, exit 1. The same close, waiting for them instead.
+FETCHER_CLOSE_AWAITS = "x.cancel()\n            await x"  # the lines of aiokafka's close this replaces
+
+
+def patch_fetcher_close() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher.close, "_clarion_original", None) is not None:
+        return
+
+    async def close(self: Any) -> None:
+        self._closed = True
+        self._fetch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._fetch_task
+        for waiter in self._fetch_waiters:  # fail every pending fetchone/fetchall call
+            self._notify(waiter)
+        pending = list(self._pending_tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)  # a cancellation of close itself still propagates
+        for task in pending:
+            if not task.cancelled():
+                task.exception()  # retrieved: ended before the cancel, nothing to report on the way out
+
+    close._clarion_original = Fetcher.close  # type: ignore[attr-defined]
+    Fetcher.close = close
 
 
 # aiokafka's consumer: its fetch wait (faust has no setting) and its assignment's positions.

@@ -40,7 +40,7 @@ from clarion.tables.api_keys import AuthError, Caller, KeysView
 from clarion.tables.status import new_notification_id
 from clarion.tables.templates import check_template, resolve
 from clarion.tables.templates_view import TemplatesView
-from clarion.topology.admin import ensure_topics
+from clarion.topology.admin import ensure_topics_when_reachable
 from clarion.topology.catalog import catalog
 from clarion.topology.partitioning import partition_for
 from clarion.topology.settings import Settings
@@ -315,7 +315,7 @@ def create_api(settings: Settings) -> web.Application:
         assert getattr(handler, "public", False) or getattr(handler, "scope", None), f"{route}: no scope"
 
     async def lifecycle(app: web.Application) -> Any:
-        await ensure_topics(settings.bootstrap_servers, list(specs.values()))
+        await ensure_topics_when_reachable(settings.bootstrap_servers, list(specs.values()))
         app[PRODUCER] = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             acks="all",
