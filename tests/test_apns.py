@@ -23,7 +23,7 @@ from clarion.providers.base import AuthFailure, Delivered, OutboundMessage, Perm
 from clarion.providers.dispatch import Order
 from clarion.providers.simulator import Simulator, start_simulator
 from clarion.providers.simulator import apns as sim_apns
-from clarion.schemas.records import DeliveryTask
+from clarion.schemas.records import DeliveryTask, asdict
 from clarion.tables.templates import Rendered
 from clarion.topology.embedded import free_port
 
@@ -266,8 +266,15 @@ def test_a_task_expiry_reaches_the_message_and_old_orders_still_decode() -> None
     fields = list(msgspec.structs.astuple(order))
     old_frame = msgspec.msgpack.encode(fields[: fields.index(1_900_000_000.5)])  # a sender from before the field
     assert msgspec.msgpack.decode(old_frame, type=Order).message().expires_at is None
-    campaign_frame = msgspec.msgpack.encode([*fields[:-1], "c/spring"])  # and one after the campaign field
-    assert msgspec.msgpack.decode(campaign_frame, type=Order).campaign == "c/spring"
+    campaign_at = Order.__struct_fields__.index("campaign")
+    campaign_frame = msgspec.msgpack.encode([*fields[:campaign_at], "c/spring"])  # one from before the user_id field
+    decoded = msgspec.msgpack.decode(campaign_frame, type=Order)
+    assert (decoded.campaign, decoded.user_id) == ("c/spring", "")
+    promo_task = DeliveryTask(**{**asdict(task), "campaign": "c/spring", "lane": "promo"})
+    promo = _order(promo_task, Rendered(body="b"), last_attempt=False)
+    message = msgspec.msgpack.decode(msgspec.msgpack.encode(promo), type=Order).message()
+    assert (message.campaign, message.user_id) == ("c/spring", "u")  # a campaign's carries its user to the provider
+    assert (order.campaign, order.user_id) == ("", "")  # a critical one's status entry names its user
 
 
 def test_pointed_at_the_simulator_apns_gets_the_dev_key() -> None:
