@@ -10,6 +10,7 @@ from clarion.agents import register_all
 from clarion.topology import faust_compat
 from clarion.topology.admin import ensure_topics
 from clarion.topology.gaps import GapHealer
+from clarion.topology.lanes_guard import HEARTBEAT_S, LanesRegistry
 from clarion.topology.settings import Settings
 from clarion.topology.topology import Topology
 from clarion.web.audience_pages import register_audience_pages
@@ -30,11 +31,19 @@ def wire(app: faust.App, settings: Settings) -> Topology:
         register_audience_pages(topo)
         register_table_pages(topo)
 
+    lanes = LanesRegistry(settings)
+
     @app.task
     async def prepare() -> None:
         # faust declares only topics it consumes; the DLQ and templates need creating too.
         await ensure_topics(settings.bootstrap_servers, list(topo.declared.specs.values()))
+        await lanes.join()  # LanesClash: this worker does not start beside one whose lanes clash
         await topo.resources.start()
+
+    @app.timer(HEARTBEAT_S, name="clarion.lanes")
+    async def lanes_heartbeat() -> None:
+        """Say this worker's lanes are live; alert while they clash with another's (topology/lanes_guard.py)."""
+        await lanes.check()
 
     healer = GapHealer(app)
 
@@ -57,6 +66,7 @@ def wire(app: faust.App, settings: Settings) -> Topology:
 
     @app.on_before_shutdown.connect
     async def close_clients(app: faust.App, **kwargs: Any) -> None:
+        await lanes.close()
         await topo.resources.close()
 
     return topo
