@@ -330,6 +330,28 @@ def test_the_cap_skips_a_user_even_during_quiet_hours() -> None:
     assert run(u, now=night, recent={"acme/a": night - 60}, cap=(1, DAY)).skip == "frequency_cap"
 
 
+def test_a_deferred_campaign_counts_when_it_reaches_the_user() -> None:
+    """Quiet hours until 08:00 defer a campaign expanded at 23:00: it counts at 08:00, so another at
+    08:30 is capped (an hour's cap), and one expanded for 08:00 counts one sent at 07:30."""
+    u = user(quiet_hours=QuietHours(start="22:00", end="08:00"))
+    night, morning = at(UTC, 2026, 6, 15, 23), at(UTC, 2026, 6, 16, 8)
+    cap = (1, 3600.0)
+    deferred = run(u, now=night, cap=cap)
+    assert deferred.not_before == morning
+    recent = remember({}, "acme/c1", deferred.not_before or night, cap[1], night)
+    assert recent == {"acme/c1": morning}
+    later = run(u, c=campaign(campaign_id="c2"), now=morning + 1800, recent=recent, cap=cap)
+    assert later.skip == "frequency_cap"
+    assert run(u, c=campaign(campaign_id="c2"), now=morning + 3600, recent=recent, cap=cap).skip is None
+    # the other way round: sent at 07:30 (no quiet hours for it), then one deferred to 08:00
+    sent_early = {"acme/c0": morning - 1800}
+    assert run(u, now=night, recent=sent_early, cap=cap).skip == "frequency_cap"
+    # one sent at 22:30 is 9.5 hours before this one reaches the user at 08:00: not inside the hour
+    assert run(u, now=night, recent={"acme/c0": night - 1800}, cap=cap).skip is None
+    # a send time before now is never dropped by remembering a later one
+    assert remember(sent_early, "acme/c1", morning, cap[1], morning - 1900) == {**sent_early, "acme/c1": morning}
+
+
 def test_remember_adds_the_campaign_drops_the_old_and_is_idempotent() -> None:
     recent = {"acme/old": NOON - DAY - 1, "acme/a": NOON - 100}
     kept = remember(recent, "acme/c1", NOON, DAY)

@@ -287,7 +287,8 @@ def register(topo: Topology) -> None:
             _skip(cursor.progress, decision.skip)
             return 0
         if cap is not None:
-            frequency.set(partition, user_key, _json(remember(recent, campaign.key, now, cap[1])))
+            sends_at = decision.not_before or now
+            frequency.set(partition, user_key, _json(remember(recent, campaign.key, sends_at, cap[1], now)))
         nid = execution_id(campaign.key, user.user_key, partition)
         params = {**campaign.params, "user": {"user_id": user.user_id, **user.attributes}}
         for index, address in enumerate(decision.addresses):

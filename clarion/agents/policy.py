@@ -148,15 +148,15 @@ def decide(
         later = next_outside(at, user.timezone, user.quiet_hours.start, user.quiet_hours.end)
         if later > at:
             at, deferred_by = later, "quiet_hours"
-    if cap is not None:
-        limit, window_s = cap
-        others = sum(1 for key, when in recent.items() if key != campaign.key and when > now - window_s)
-        if others >= limit:
-            return Decision(skip="frequency_cap")
     if campaign.window is not None:
         later = _send_window(at, user, campaign.window)
         if later > at:
             at, deferred_by = later, deferred_by or "send_window"
+    if cap is not None:  # by when each reaches the user: a deferred one counts at its send time, not now
+        limit, window_s = cap
+        others = sum(1 for key, when in recent.items() if key != campaign.key and abs(when - at) < window_s)
+        if others >= limit:
+            return Decision(skip="frequency_cap")
     return Decision(channel=chosen[0], addresses=chosen[1], not_before=at if at > now else 0.0,
                     deferred_by=deferred_by if at > now else None)  # fmt: skip
 
@@ -173,8 +173,12 @@ def _send_window(t: float, user: UserProfile, window: SendWindow) -> float:
     return t
 
 
-def remember(recent: dict[str, float], campaign_key: str, now: float, window_s: float) -> dict[str, float]:
-    """The user's recent campaigns with this one added, older than the window dropped (idempotent)."""
-    kept = {key: when for key, when in recent.items() if when > now - window_s}
-    kept.setdefault(campaign_key, now)
+def remember(
+    recent: dict[str, float], campaign_key: str, when: float, window_s: float, now: float | None = None
+) -> dict[str, float]:
+    """The user's recent campaigns with this one added at `when` (its send time), those a window
+    before `now` (default `when`) dropped: no send from now on can be within their window (idempotent)."""
+    since = (when if now is None else now) - window_s
+    kept = {key: at for key, at in recent.items() if at > since}
+    kept.setdefault(campaign_key, when)
     return kept
