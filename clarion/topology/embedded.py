@@ -8,6 +8,7 @@ when an embedded server is started, and `require_embedded` names the extra when 
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import socket
@@ -19,11 +20,28 @@ from pathlib import Path
 
 from clarion.topology.settings import Settings
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel picked for bind(0) is one it may hand
+# to the next outgoing connection before the server that asked for it binds it (seen: a worker's web
+# server refused with EADDRINUSE under a parallel test run).
+PORT_RANGE = range(20_000, 32_000)
+_handed_out: set[int] = set()
+_pick = random.SystemRandom()  # not the module's generator: tests may seed that one alike in every process
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, outside the ephemeral range, not handed out before by this process."""
+    for _ in range(200):
+        port = _pick.choice(PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
 def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
