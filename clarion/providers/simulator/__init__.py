@@ -106,11 +106,7 @@ class Simulator:
     async def take(self, channel: str, address: str, meta: dict[str, Any]) -> dict[str, Any] | Refusal:
         """After the latency: an injected fault's answer, or the receipt of an accepted (recorded) delivery."""
         if self.state.latency_ms:
-            self.state.in_flight += 1
-            try:
-                await asyncio.sleep(self.state.latency_ms / 1000.0)
-            finally:
-                self.state.in_flight -= 1
+            await asyncio.sleep(self.state.latency_ms / 1000.0)
         fault = self.state.fault_for(channel, address)
         if fault is not None:
             status, body = {"transient": TRANSIENT, "permanent": PERMANENT, "throttle": THROTTLED}[fault.kind][channel]

@@ -48,7 +48,6 @@ class SimulatorState:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     seq: Any = field(default_factory=itertools.count)
-    in_flight: int = 0  # provider calls arrived and not answered yet (inside the latency)
 
     def clear(self) -> None:
         """Forget the faults, deliveries and refusals (credentials the simulator issued stay valid)."""
