@@ -301,11 +301,11 @@ class Replayer:
             await offsets.close()
 
     async def collect(
-        self, scenario: Scenario, since: dict[TopicPartition, int] | None = None
+        self, scenario: Scenario, since: dict[TopicPartition, int] | None = None, drain_timeout_s: float = 90.0
     ) -> dict[str, list[dict[str, Any]]]:
         """Once the worker has drained (tests/drain.py), every outcome and dead letter from `since`
         (default: the topics' beginnings) to the end offsets, untagged."""
-        await drained(self.settings)
+        await drained(self.settings, drain_timeout_s)
         parts = self.outputs
         names = {self.specs[name].topic: name for name in MODELS}
         ends = await self.output_ends()

@@ -95,7 +95,7 @@ async def test_sigkill_mid_flight_loses_nothing_and_sends_nothing_twice(broker, 
             await until(lambda: len(delivered) >= len(expected), 240, f"only {len(delivered)} of {len(expected)}")
             # the outcomes of what the killed workers' senders settled come from the replay: once the
             # worker has drained every input, they are all on the outcomes topic
-            got = await replayer.collect(Scenario(steps=[]))
+            got = await replayer.collect(Scenario(steps=[]), drain_timeout_s=240)  # a deadline, as above
         finally:
             worker.stop()
     finally:
