@@ -36,7 +36,7 @@ test: $(STAMP) $(CHROMIUM)
 # Everything that needs no broker or Redis, with a quarter of the property tests' examples (tests/budget.py)
 test-fast: $(STAMP)
 	$(BIN)/ruff check clarion tests
-	CLARION_TEST_EXAMPLES=0.25 $(BIN)/pytest -q -m "not infra" -n 2
+	CLARION_TEST_EXAMPLES=0.25 $(BIN)/pytest -q -m "not infra" -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check clarion tests
