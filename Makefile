@@ -31,7 +31,7 @@ run: $(STAMP)
 # its own broker and Redis: the broker tests mostly wait (group joins, retry delays, providers).
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check clarion tests
-	$(BIN)/pytest -q -n 3 --dist loadgroup
+	$(BIN)/pytest -q -n 3 --dist loadfile
 
 # Everything that needs no broker or Redis, with a quarter of the property tests' examples (tests/budget.py)
 test-fast: $(STAMP)

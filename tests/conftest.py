@@ -89,7 +89,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if NEEDS_INFRA & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.infra)
-        # Under xdist (--dist loadgroup) a module's tests stay in one process, so a module-scoped
-        # stack starts once; a module whose tests each start their own worker says SPREAD = True.
-        if not getattr(item.module, "SPREAD", False):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,8 @@ def assert_replayed(scenario: Scenario, got: dict[str, list[dict[str, Any]]], re
     log_tail = "\n".join(log.read_text().splitlines()[-30:])
     for name in ("outcomes", "dlq"):
         have, want = canonical(got[name]), canonical(scenario.expected[name])
-        extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+        extra = sorted((Counter(have) - Counter(want)).elements())  # counted: a record told twice is extra
+        missing = sorted((Counter(want) - Counter(have)).elements())
         assert have == want, f"{name}: extra {extra}, missing {missing}\n{log_tail}"
     assert canonical(replayer.receipts()) == canonical(scenario.receipts)
     if scenario.rejected:  # the simulator's refusals: the exact number of calls it turned away

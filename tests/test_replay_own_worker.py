@@ -11,7 +11,6 @@ from tests.conftest import test_settings
 from tests.replay_harness import SCENARIOS, Replayer, Scenario, assert_replayed, resolve_settings
 from tests.test_replay import runs_on_shared
 
-SPREAD = True  # each scenario starts its own worker: under xdist they run in any process
 ON_OWN = [p for p in SCENARIOS if not runs_on_shared(p)]
 
 
