@@ -27,7 +27,7 @@ browser: $(CHROMIUM)
 run: $(STAMP)
 	$(BIN)/clarion dev
 
-# Three processes, a module's tests in one of them (tests/conftest.py: xdist groups), each with
+# Three processes, a module's tests in one of them (--dist loadfile: a module-scoped stack starts once), each with
 # its own broker and Redis: the broker tests mostly wait (group joins, retry delays, providers).
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check clarion tests
