@@ -98,13 +98,13 @@ def _source(topo: Topology, partition: int, item: Feedback) -> _Source | None:
     return None
 
 
-def _address(users: ChangelogWriter, partition: int, doc: _Source, item: Feedback) -> str:
+def _address(users: ChangelogWriter, partition: int, source: _Source, item: Feedback) -> str:
     """The address to suppress: the user's own spelling of the one the provider names.
 
     Providers may change an email address's case; routing compares the profile's spelling.
     An address no longer on the profile is suppressed as the provider spelled it.
     """
-    raw = users.get(partition, scoped(doc.client_id, doc.user_id).encode())
+    raw = users.get(partition, scoped(source.client_id, source.user_id).encode())
     held = addresses_for(decode(UserProfile, raw), item.channel) if raw else []
     spec = channel(item.channel)
     for address in held:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from clarion.feedback import campaign_owner
+from clarion.providers.base import OWNER_FIELDS
 from clarion.providers.ses import decode_tag
 from clarion.schemas.records import Feedback
 
@@ -61,7 +62,7 @@ def feedback_from(event: Any, now: float | None = None) -> list[Feedback]:
     nid, did = _tag(mail.get("tags"), "clarion_nid"), _tag(mail.get("tags"), "clarion_did")
     message_id = mail.get("messageId") if isinstance(mail.get("messageId"), str) else None
     ts = time.time() if now is None else now
-    owner = campaign_owner(*(_optional_tag(mail.get("tags"), f"clarion_{n}") for n in ("client", "campaign", "user")))
+    owner = campaign_owner(*(_optional_tag(mail.get("tags"), f"clarion_{name}") for name in OWNER_FIELDS))
 
     def item(status: str, address: str, reason: str | None) -> Feedback:
         return Feedback(notification_id=nid, delivery_id=did, channel="email", status=status,  # type: ignore[arg-type]

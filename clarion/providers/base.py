@@ -14,6 +14,10 @@ import orjson
 
 from clarion.tables.templates import Rendered
 
+# What a campaign's message names in its provider metadata (SES tags `clarion_<name>`, the Twilio
+# callback URL's `<name>=`); feedback.campaign_owner reads them back.
+OWNER_FIELDS = ("client", "campaign", "user")
+
 
 @dataclass(frozen=True)
 class OutboundMessage:
@@ -29,6 +33,13 @@ class OutboundMessage:
     # (SES tags, Twilio's callback URL) carries them back to the feedback stage: client/campaign_id, user id.
     campaign: str = ""
     user_id: str = ""
+
+    def owner(self) -> dict[str, str]:
+        """A campaign's execution: its OWNER_FIELDS (client, campaign and user ids); {} for any other message."""
+        if not self.campaign:
+            return {}
+        client_id, _, campaign_id = self.campaign.partition("/")
+        return dict(zip(OWNER_FIELDS, (client_id, campaign_id, self.user_id), strict=True))
 
 
 @dataclass(frozen=True)

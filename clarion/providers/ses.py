@@ -82,15 +82,6 @@ def decode_tag(tag: str) -> str:
     return "".join(out)
 
 
-def campaign_tags(message: OutboundMessage) -> list[dict[str, str]]:
-    """A campaign's execution also names its client, campaign and user (it has no status entry to find them by)."""
-    if not message.campaign:
-        return []
-    client_id, _, campaign_id = message.campaign.partition("/")
-    values = {"clarion_client": client_id, "clarion_campaign": campaign_id, "clarion_user": message.user_id}
-    return [{"Name": name, "Value": encode_tag(value)} for name, value in values.items()]
-
-
 # --- errors: classified by errors.py, by the code in x-amzn-ErrorType or __type ------------
 def error_code(answer: Answer) -> str:
     """The error code of an SES answer: x-amzn-ErrorType ("Code:uri") or the body's __type/code."""
@@ -271,7 +262,8 @@ class SesClient(HttpProvider):
                 "EmailTags": [
                     {"Name": "clarion_nid", "Value": encode_tag(message.notification_id)},
                     {"Name": "clarion_did", "Value": encode_tag(message.delivery_id)},
-                    *campaign_tags(message),
+                    *({"Name": f"clarion_{name}", "Value": encode_tag(value)}
+                      for name, value in message.owner().items()),  # a campaign's execution names its user
                 ],
             }
         )

@@ -76,10 +76,8 @@ class TwilioClient(HttpProvider):
         form = f"To={quote_plus(message.address)}{self._sender}&Body={quote_plus(message.content.body or '')}"
         if self._callback:
             ids = f"{message.notification_id}&did={message.delivery_id}"
-            if message.campaign:  # it has no status entry: the callback names whose message it was
-                client_id, _, campaign_id = message.campaign.partition("/")
-                ids += f"&client={quote(client_id, safe='')}&campaign={quote(campaign_id, safe='')}"
-                ids += f"&user={quote(message.user_id, safe='')}"
+            for name, value in message.owner().items():  # a campaign's: it has no status entry to name its user
+                ids += f"&{name}={quote(value, safe='')}"
             form += f"&StatusCallback={self._callback}{quote_plus(ids)}"
         return form.encode()
 

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from clarion.feedback import campaign_owner, sns, twilio
 from clarion.feedback import ses as ses_events
 from clarion.logs import event
+from clarion.providers.base import OWNER_FIELDS
 from clarion.schemas.codec import encode
 from clarion.schemas.records import Feedback
 from clarion.schemas.validation import is_id
@@ -101,7 +102,7 @@ async def twilio_webhook(request: web.Request) -> web.Response:
         return json_response(403, {"error": "invalid X-Twilio-Signature", "errors": [
             {"field": "X-Twilio-Signature", "error": "not Twilio's signature of this URL and body"}]})  # fmt: skip
     nid, did = request.query.get("nid", ""), request.query.get("did", "")
-    owner = campaign_owner(*(request.query.get(name, "") for name in ("client", "campaign", "user")))
+    owner = campaign_owner(*(request.query.get(name, "") for name in OWNER_FIELDS))
     item = twilio.feedback_from(nid, did, dict(params), owner=owner)
     if item is None:
         return json_response(200, {"ignored": "not a final status"})
