@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from clarion.providers.base import OWNER_FIELDS
 from clarion.schemas import requests as rq
 from clarion.schemas import responses as rs
 from clarion.schemas.requests import Beyond
@@ -148,7 +149,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         {403: "not Twilio's signature of this URL and body", 503: BROKER},
         params=(Param("X-Twilio-Signature", "header", {"type": "string"}, True),
                 Param("nid", "query", {"type": "string"}, description="the notification id clarion set"),
-                Param("did", "query", {"type": "string"}, description="the delivery id clarion set")),
+                Param("did", "query", {"type": "string"}, description="the delivery id clarion set"),
+                *(Param(name, "query", {"type": "string"}, description=f"a campaign message's {name} id clarion set")
+                  for name in OWNER_FIELDS)),
         description="Authenticated by X-Twilio-Signature, not by an API key: any other caller gets 403.",
     ),
     ("POST", "/webhooks/ses"): Op(
